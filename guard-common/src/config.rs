@@ -1,0 +1,115 @@
+//! The guard's live configuration: protected ports and flags, one entry of the config map.
+
+/// Largest number of protected ports an operator may configure.
+pub const MAX_PORTS: usize = 16;
+
+/// The default protected port: memcached.
+pub const MEMCACHED_PORT: u16 = 11211;
+
+/// [`GuardConfig::flags`] bit: would-be drops pass and are counted as `would_drop`.
+pub const FLAG_DRY_RUN: u32 = 1;
+
+/// Words in the protected-port bitmap: one bit per UDP port.
+pub const PORT_WORDS: usize = 65536 / 64;
+
+/// The guard's configuration, read by the XDP program on every frame.
+///
+/// Protected ports are a bitmap so that the hot path tests membership with one load, whatever
+/// the number of ports; user space keeps the set at [`MAX_PORTS`] or fewer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuardConfig {
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    /// Reserved, zero (keeps `ports` 8-byte aligned without implicit padding).
+    pub reserved: u32,
+    /// Bit `p % 64` of word `p / 64` is set when UDP port `p` is protected.
+    pub ports: [u64; PORT_WORDS],
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for GuardConfig {}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}
+
+impl GuardConfig {
+    /// No ports protected, no flags.
+    pub const EMPTY: GuardConfig = GuardConfig {
+        flags: 0,
+        reserved: 0,
+        ports: [0; PORT_WORDS],
+    };
+
+    /// Is UDP destination port `port` protected?
+    #[inline(always)]
+    pub fn protects(&self, port: u16) -> bool {
+        let word = (port >> 6) as usize;
+        match self.ports.get(word) {
+            Some(w) => (w >> (port & 63)) & 1 == 1,
+            None => false,
+        }
+    }
+
+    /// Adds `port` to the protected set.
+    pub fn protect(&mut self, port: u16) {
+        self.ports[(port >> 6) as usize] |= 1 << (port & 63);
+    }
+
+    /// Empties the protected set.
+    pub fn clear_ports(&mut self) {
+        self.ports = [0; PORT_WORDS];
+    }
+
+    /// The protected ports, ascending.
+    pub fn protected_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..=u16::MAX).filter(|p| self.protects(*p))
+    }
+
+    /// Is dry-run on?
+    #[inline(always)]
+    pub fn dry_run(&self) -> bool {
+        self.flags & FLAG_DRY_RUN != 0
+    }
+
+    /// Turns dry-run on or off.
+    pub fn set_dry_run(&mut self, on: bool) {
+        if on {
+            self.flags |= FLAG_DRY_RUN;
+        } else {
+            self.flags &= !FLAG_DRY_RUN;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_bitmap_edges() {
+        let mut c = GuardConfig::EMPTY;
+        for p in [0u16, 63, 64, 11211, 65535] {
+            assert!(!c.protects(p));
+            c.protect(p);
+            assert!(c.protects(p));
+        }
+        assert!(!c.protects(11212));
+        assert_eq!(c.protected_ports().count(), 5);
+        c.clear_ports();
+        assert_eq!(c.protected_ports().count(), 0);
+    }
+
+    #[test]
+    fn dry_run_flag() {
+        let mut c = GuardConfig::EMPTY;
+        assert!(!c.dry_run());
+        c.set_dry_run(true);
+        assert!(c.dry_run());
+        c.set_dry_run(false);
+        assert!(!c.dry_run());
+    }
+}

@@ -1,0 +1,18 @@
+//! Types shared by guard's XDP program and user space, and the reference classifier.
+//!
+//! Everything here is `no_std` and allocation-free: the XDP program (guard-ebpf) compiles the
+//! very same [`classify`] function that host tests run, so the kernel's verdict and the host
+//! model cannot drift apart. Map lookups are injected through the [`Allowlist`] trait and packet
+//! reads through the [`Packet`] trait.
+#![no_std]
+
+pub mod classify;
+pub mod config;
+pub mod maps;
+pub mod parse;
+pub mod verdict;
+
+pub use classify::{Allowlist, classify};
+pub use config::GuardConfig;
+pub use parse::Packet;
+pub use verdict::{Action, Verdict};

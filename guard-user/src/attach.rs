@@ -1,0 +1,458 @@
+//! Loading the guard once, attaching it to interfaces with pinned bpf_links, and detaching.
+
+use std::io;
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::{
+    Ebpf,
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLinkId,
+    },
+};
+use guard_common::{
+    GuardConfig,
+    config::{MAX_PORTS, MEMCACHED_PORT},
+    maps::{Attachment, mode},
+};
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::{
+    allowlist, loader,
+    maps::GuardMaps,
+    pins::{Lock, PinLayout},
+    sys,
+};
+
+/// The XDP mode an operator asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeRequest {
+    /// Native if the driver supports it, else generic (skb).
+    #[default]
+    Auto,
+    /// Native (driver) XDP only.
+    Native,
+    /// Generic (skb) XDP only.
+    Skb,
+}
+
+/// The XDP mode an interface got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachedMode {
+    /// Native (driver) XDP.
+    Native,
+    /// Generic (skb) XDP.
+    Skb,
+}
+
+impl AttachedMode {
+    fn code(self) -> u32 {
+        match self {
+            AttachedMode::Native => mode::NATIVE,
+            AttachedMode::Skb => mode::SKB,
+        }
+    }
+
+    /// The mode recorded as `code`, if known.
+    pub fn from_code(code: u32) -> Option<Self> {
+        match code {
+            mode::NATIVE => Some(AttachedMode::Native),
+            mode::SKB => Some(AttachedMode::Skb),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachedMode::Native => "native",
+            AttachedMode::Skb => "skb",
+        }
+    }
+}
+
+/// What `guard attach` asks for.
+#[derive(Clone, Debug, Default)]
+pub struct AttachRequest {
+    /// Interfaces to attach to.
+    pub interfaces: Vec<String>,
+    /// XDP mode.
+    pub mode: ModeRequest,
+    /// Protected ports; `None` keeps the live set (11211 on a fresh load).
+    pub ports: Option<Vec<u16>>,
+    /// Turn dry-run on.
+    pub dry_run: bool,
+    /// Prefixes to allowlist before any interface is attached.
+    pub allow: Vec<IpNet>,
+}
+
+/// What happened to one interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttachOutcome {
+    /// Newly attached in this mode; `fell_back` when auto mode had to use skb.
+    Attached {
+        /// The mode it got.
+        mode: AttachedMode,
+        /// Native was tried first and failed for this reason.
+        fell_back: Option<String>,
+    },
+    /// Already attached by guard; left as it was.
+    AlreadyAttached,
+}
+
+/// Validates a port list: 1 to [`MAX_PORTS`] distinct ports, none zero.
+pub fn validate_ports(ports: &[u16]) -> anyhow::Result<Vec<u16>> {
+    let mut v: Vec<u16> = ports.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    if v.is_empty() {
+        bail!("no port given");
+    }
+    if v.contains(&0) {
+        bail!("invalid port 0: ports are 1 to 65535");
+    }
+    if v.len() > MAX_PORTS {
+        bail!(
+            "{} ports given: guard protects at most {MAX_PORTS}",
+            v.len()
+        );
+    }
+    Ok(v)
+}
+
+/// Resolves interface names, failing on the first unknown one.
+pub fn resolve_interfaces(names: &[String]) -> anyhow::Result<Vec<(String, u32)>> {
+    if names.is_empty() {
+        bail!("no interface given");
+    }
+    let mut out: Vec<(String, u32)> = Vec::new();
+    for name in names {
+        let index = sys::if_index(name).ok_or_else(|| anyhow!("unknown interface {name:?}"))?;
+        if !out.iter().any(|(n, _)| n == name) {
+            out.push((name.clone(), index));
+        }
+    }
+    Ok(out)
+}
+
+enum Program {
+    Fresh(Box<Ebpf>),
+    Pinned(Xdp),
+}
+
+impl Program {
+    fn xdp(&mut self) -> anyhow::Result<&mut Xdp> {
+        match self {
+            Program::Fresh(ebpf) => loader::program(ebpf),
+            Program::Pinned(xdp) => Ok(xdp),
+        }
+    }
+}
+
+/// Loads the guard if needed (maps and program pinned under `layout`), applies the request's
+/// configuration and allowlist, then attaches to every interface, all or none.
+pub fn attach(
+    layout: &PinLayout,
+    request: &AttachRequest,
+) -> anyhow::Result<Vec<(String, AttachOutcome)>> {
+    // Validate everything before touching anything.
+    let interfaces = resolve_interfaces(&request.interfaces)?;
+    let ports = request.ports.as_deref().map(validate_ports).transpose()?;
+    layout.check_abi()?;
+    let existed = layout.abi_dir().exists();
+    layout.prepare()?;
+    let lock = Lock::acquire(layout)?;
+    let result = attach_locked(layout, request, &interfaces, ports.as_deref());
+    if result.is_err() && !existed {
+        // This call created the state: leave nothing behind.
+        drop(lock);
+        let _ = unload(layout);
+    }
+    result
+}
+
+fn attach_locked(
+    layout: &PinLayout,
+    request: &AttachRequest,
+    interfaces: &[(String, u32)],
+    ports: Option<&[u16]>,
+) -> anyhow::Result<Vec<(String, AttachOutcome)>> {
+    let (mut program, mut maps) = if layout.is_loaded() {
+        let xdp = Xdp::from_pin(layout.prog(), aya_obj::programs::XdpAttachType::Interface)
+            .with_context(|| format!("opening the pinned program {}", layout.prog().display()))?;
+        (Program::Pinned(xdp), GuardMaps::open(layout)?)
+    } else {
+        let mut ebpf = loader::load_pinned(layout)?;
+        let maps = GuardMaps::take(&mut ebpf)?;
+        (Program::Fresh(Box::new(ebpf)), maps)
+    };
+
+    // Configuration and allowlist first, so that no interface is ever guarded by a half
+    // configured program; both are rolled back if any interface fails.
+    let old_config = maps.read_config()?;
+    let mut config = old_config;
+    if let Some(ports) = ports {
+        config.clear_ports();
+        ports.iter().for_each(|p| config.protect(*p));
+    } else if config.protected_ports().next().is_none() {
+        config.protect(MEMCACHED_PORT);
+    }
+    if request.dry_run {
+        config.set_dry_run(true);
+    }
+    maps.write_config(&config)?;
+    let added = if request.allow.is_empty() {
+        Vec::new()
+    } else {
+        match allowlist::allow(&mut maps, &request.allow) {
+            Ok(report) => report.added,
+            Err(e) => {
+                let _ = maps.write_config(&old_config);
+                return Err(e);
+            }
+        }
+    };
+    if let Program::Fresh(_) = program {
+        // Pinned last: its presence is what marks the guard as loaded.
+        program
+            .xdp()?
+            .pin(layout.prog())
+            .with_context(|| format!("pinning the program at {}", layout.prog().display()))?;
+    }
+
+    let mut done: Vec<(String, AttachOutcome)> = Vec::new();
+    for (name, index) in interfaces {
+        match attach_one(layout, &mut program, &mut maps, name, *index, request.mode) {
+            Ok(outcome) => done.push((name.clone(), outcome)),
+            Err(e) => {
+                for (undo, outcome) in &done {
+                    if matches!(outcome, AttachOutcome::Attached { .. }) {
+                        let _ = remove_link(layout, &mut maps, undo);
+                    }
+                }
+                let _ = allowlist::revoke(&mut maps, &added);
+                let _ = maps.write_config(&old_config);
+                return Err(e);
+            }
+        }
+    }
+    Ok(done)
+}
+
+fn attach_one(
+    layout: &PinLayout,
+    program: &mut Program,
+    maps: &mut GuardMaps,
+    name: &str,
+    index: u32,
+    request: ModeRequest,
+) -> anyhow::Result<AttachOutcome> {
+    let pin = layout.link(name);
+    if pin.exists() {
+        match sys::link_details(&pin) {
+            Ok(d) if d.ifindex == index => return Ok(AttachOutcome::AlreadyAttached),
+            // Stale: the interface went away (or was renamed and replaced).
+            _ => remove_link(layout, maps, name)?,
+        }
+    }
+    let xdp = program.xdp()?;
+    let attempts: &[(XdpMode, AttachedMode)] = match request {
+        ModeRequest::Auto => &[
+            (XdpMode::Driver, AttachedMode::Native),
+            (XdpMode::Skb, AttachedMode::Skb),
+        ],
+        ModeRequest::Native => &[(XdpMode::Driver, AttachedMode::Native)],
+        ModeRequest::Skb => &[(XdpMode::Skb, AttachedMode::Skb)],
+    };
+    let mut fell_back = None;
+    let mut attached: Option<(XdpLinkId, AttachedMode)> = None;
+    for (xdp_mode, mode) in attempts {
+        match xdp.attach_to_if_index(index, *xdp_mode) {
+            Ok(id) => {
+                attached = Some((id, *mode));
+                break;
+            }
+            Err(e) if is_busy(&e) => bail!(
+                "{name} already has an XDP program that guard does not own; refusing to replace \
+                 it (see `ip link show dev {name}`; remove it first if it is not needed)"
+            ),
+            Err(e) => {
+                let reason = describe(&e);
+                if *mode == AttachedMode::Native && request == ModeRequest::Auto {
+                    log::warn!("{name}: native XDP failed ({reason}); falling back to skb mode");
+                    fell_back = Some(reason);
+                } else {
+                    bail!("attaching to {name} in {} mode: {reason}", mode.name());
+                }
+            }
+        }
+    }
+    let (id, mode) = attached.ok_or_else(|| anyhow!("attaching to {name}: no mode worked"))?;
+    let link = xdp.take_link(id)?;
+    let link = FdLink::try_from(link).map_err(|_| {
+        anyhow!(
+            "{name}: this kernel attached XDP through netlink, not a bpf_link (needs Linux 5.9+)"
+        )
+    })?;
+    let pinned: PinnedLink = link
+        .pin(&pin)
+        .with_context(|| format!("pinning the link of {name} at {}", pin.display()))?;
+    drop(pinned);
+    let mut record = Attachment {
+        mode: mode.code(),
+        ..Default::default()
+    };
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(record.name.len() - 1);
+    record.name[..n].copy_from_slice(&bytes[..n]);
+    maps.attachments
+        .insert(index, record, 0)
+        .context("recording the attachment")?;
+    Ok(AttachOutcome::Attached { mode, fell_back })
+}
+
+fn is_busy(e: &ProgramError) -> bool {
+    let errno = match e {
+        ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
+        _ => None,
+    };
+    matches!(errno, Some(libc::EBUSY) | Some(libc::EEXIST))
+}
+
+fn describe(e: &ProgramError) -> String {
+    match e {
+        ProgramError::SyscallError(s) => s.io_error.to_string(),
+        other => format!("{other:#}"),
+    }
+}
+
+/// Removes the link pin of `name` (detaching it) and its record.
+fn remove_link(layout: &PinLayout, maps: &mut GuardMaps, name: &str) -> anyhow::Result<()> {
+    let pin = layout.link(name);
+    match std::fs::remove_file(&pin) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", pin.display())),
+    }
+    let stale: Vec<u32> = maps
+        .attachments
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, a)| attachment_name(a) == name)
+        .map(|(k, _)| k)
+        .collect();
+    for k in stale {
+        let _ = maps.attachments.remove(&k);
+    }
+    Ok(())
+}
+
+/// The interface name recorded in an attachment.
+pub fn attachment_name(a: &Attachment) -> String {
+    let len = a.name.iter().position(|b| *b == 0).unwrap_or(a.name.len());
+    String::from_utf8_lossy(&a.name[..len]).into_owned()
+}
+
+/// Names of the interfaces with a link pin.
+pub fn linked_interfaces(layout: &PinLayout) -> anyhow::Result<Vec<String>> {
+    let dir = layout.links_dir();
+    let mut names = Vec::new();
+    match std::fs::read_dir(&dir) {
+        Ok(entries) => {
+            for e in entries {
+                names.push(e?.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Fails unless a guard is loaded under `layout`.
+pub fn require_loaded(layout: &PinLayout) -> anyhow::Result<()> {
+    layout.check_abi()?;
+    if !layout.is_loaded() {
+        bail!(
+            "no guard is loaded at {} (run `guard attach IFACE` first)",
+            layout.root().display()
+        );
+    }
+    Ok(())
+}
+
+/// Detaches guard from the named interfaces (all must be attached), or from all.
+pub fn detach(layout: &PinLayout, interfaces: &[String], all: bool) -> anyhow::Result<Vec<String>> {
+    require_loaded(layout)?;
+    let _lock = Lock::acquire(layout)?;
+    let linked = linked_interfaces(layout)?;
+    let targets: Vec<String> = if all {
+        linked
+    } else {
+        if interfaces.is_empty() {
+            bail!("name the interfaces to detach, or use --all");
+        }
+        for name in interfaces {
+            if !linked.contains(name) {
+                bail!("guard is not attached to {name:?}: nothing was detached");
+            }
+        }
+        interfaces.to_vec()
+    };
+    let mut maps = GuardMaps::open(layout)?;
+    for name in &targets {
+        remove_link(layout, &mut maps, name)?;
+    }
+    Ok(targets)
+}
+
+/// Detaches everywhere and removes every pin: the guard is gone, allowlist included.
+pub fn unload(layout: &PinLayout) -> anyhow::Result<()> {
+    layout.check_abi()?;
+    if !layout.abi_dir().exists() {
+        bail!("no guard is loaded at {}", layout.root().display());
+    }
+    let _lock = Lock::acquire(layout)?;
+    for name in linked_interfaces(layout)? {
+        std::fs::remove_file(layout.link(&name))
+            .with_context(|| format!("removing the link of {name}"))?;
+    }
+    let _ = std::fs::remove_file(layout.prog());
+    for name in crate::maps::MAP_NAMES {
+        let _ = std::fs::remove_file(layout.map(name));
+    }
+    for dir in [layout.links_dir(), layout.maps_dir(), layout.abi_dir()] {
+        let _ = std::fs::remove_dir(&dir);
+    }
+    // The root too, when nothing else lives there.
+    let _ = std::fs::remove_dir(layout.root());
+    Ok(())
+}
+
+/// Replaces the protected ports, live.
+pub fn set_ports(layout: &PinLayout, ports: &[u16]) -> anyhow::Result<Vec<u16>> {
+    let ports = validate_ports(ports)?;
+    update_config(layout, |c| {
+        c.clear_ports();
+        ports.iter().for_each(|p| c.protect(*p));
+    })?;
+    Ok(ports)
+}
+
+/// Turns dry-run on or off, live.
+pub fn set_dry_run(layout: &PinLayout, on: bool) -> anyhow::Result<()> {
+    update_config(layout, |c| c.set_dry_run(on))
+}
+
+fn update_config(layout: &PinLayout, change: impl FnOnce(&mut GuardConfig)) -> anyhow::Result<()> {
+    require_loaded(layout)?;
+    let _lock = Lock::acquire(layout)?;
+    let mut maps = GuardMaps::open(layout)?;
+    let mut config = maps.read_config()?;
+    change(&mut config);
+    maps.write_config(&config)
+}

@@ -1,0 +1,13 @@
+//! guard's user space: loading the XDP guard, attaching it, managing its allowlist and
+//! reading its counters. The `guard` binary is a thin layer over [`cli`].
+pub mod allowlist;
+pub mod attach;
+pub mod cli;
+pub mod loader;
+pub mod maps;
+pub mod object;
+pub mod pins;
+pub mod privileges;
+pub mod stats;
+pub mod status;
+pub mod sys;

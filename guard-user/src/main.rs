@@ -1,0 +1,4 @@
+//! The `guard` command.
+fn main() -> std::process::ExitCode {
+    guard_user::cli::main()
+}

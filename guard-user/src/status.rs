@@ -1,0 +1,120 @@
+//! `guard status`: what is loaded, where it is attached, and how it is configured.
+
+use serde::Serialize;
+
+use crate::{
+    allowlist,
+    attach::{AttachedMode, attachment_name, linked_interfaces, require_loaded},
+    maps::GuardMaps,
+    pins::PinLayout,
+    sys,
+};
+
+/// One interface with a guard link.
+#[derive(Clone, Debug, Serialize)]
+pub struct InterfaceStatus {
+    /// Interface name (as pinned).
+    pub name: String,
+    /// Its index now, if it exists.
+    pub ifindex: Option<u32>,
+    /// XDP mode it was attached in.
+    pub mode: Option<AttachedMode>,
+    /// Kernel link id.
+    pub link_id: Option<u32>,
+    /// `attached`, or `stale` when the interface is gone or the link no longer matches it.
+    pub state: &'static str,
+}
+
+/// The whole status.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// Pin root.
+    pub pin_path: String,
+    /// Pinned-state ABI version.
+    pub abi: u32,
+    /// Protected UDP ports.
+    pub ports: Vec<u16>,
+    /// Would-be drops pass (and are counted as would_drop).
+    pub dry_run: bool,
+    /// IPv4 prefixes allowlisted.
+    pub allow_v4: usize,
+    /// IPv6 prefixes allowlisted.
+    pub allow_v6: usize,
+    /// Interfaces with a guard link.
+    pub interfaces: Vec<InterfaceStatus>,
+    /// Number of stale links (see `interfaces`); `guard detach NAME` removes one.
+    pub stale_links: usize,
+}
+
+impl Status {
+    /// Reads the status of the guard under `layout`.
+    pub fn read(layout: &PinLayout) -> anyhow::Result<Self> {
+        require_loaded(layout)?;
+        let maps = GuardMaps::open(layout)?;
+        let config = maps.read_config()?;
+        let (allow_v4, allow_v6) = allowlist::sizes(&maps)?;
+        let records: Vec<_> = maps.attachments.iter().filter_map(Result::ok).collect();
+        let mut interfaces = Vec::new();
+        for name in linked_interfaces(layout)? {
+            let ifindex = sys::if_index(&name);
+            let details = sys::link_details(&layout.link(&name)).ok();
+            let live = matches!((details, ifindex), (Some(d), Some(i)) if d.ifindex == i);
+            let mode = records
+                .iter()
+                .find(|(_, a)| attachment_name(a) == name)
+                .and_then(|(_, a)| AttachedMode::from_code(a.mode));
+            interfaces.push(InterfaceStatus {
+                name,
+                ifindex,
+                mode,
+                link_id: details.map(|d| d.id),
+                state: if live { "attached" } else { "stale" },
+            });
+        }
+        let stale_links = interfaces.iter().filter(|i| i.state == "stale").count();
+        Ok(Self {
+            pin_path: layout.root().display().to_string(),
+            abi: guard_common::maps::ABI_VERSION,
+            ports: config.protected_ports().collect(),
+            dry_run: config.dry_run(),
+            allow_v4,
+            allow_v6,
+            interfaces,
+            stale_links,
+        })
+    }
+
+    /// Human-readable form.
+    pub fn render(&self) -> String {
+        let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
+        let mut s = format!(
+            "pin path:   {} (abi-{})\nports:      {} (udp)\ndry-run:    {}\nallowlist:  {} IPv4, {} IPv6 prefixes\n",
+            self.pin_path,
+            self.abi,
+            ports.join(", "),
+            if self.dry_run { "on" } else { "off" },
+            self.allow_v4,
+            self.allow_v6
+        );
+        if self.interfaces.is_empty() {
+            s.push_str("interfaces: none (loaded, not attached)\n");
+        } else {
+            s.push_str("interfaces:\n");
+            for i in &self.interfaces {
+                s.push_str(&format!(
+                    "  {:<16} {:<7} {}\n",
+                    i.name,
+                    i.mode.map(AttachedMode::name).unwrap_or("?"),
+                    i.state
+                ));
+            }
+        }
+        if self.stale_links > 0 {
+            s.push_str(&format!(
+                "warning: {} stale link(s); remove with `guard detach NAME`\n",
+                self.stale_links
+            ));
+        }
+        s
+    }
+}
