@@ -140,7 +140,7 @@ pub fn resolve_interfaces(names: &[String]) -> anyhow::Result<Vec<(String, u32)>
 
 enum Program {
     Fresh(Box<Ebpf>),
-    Pinned(Xdp),
+    Pinned(Box<Xdp>),
 }
 
 impl Program {
@@ -183,7 +183,7 @@ fn attach_locked(
     let (mut program, mut maps) = if layout.is_loaded() {
         let xdp = Xdp::from_pin(layout.prog(), aya_obj::programs::XdpAttachType::Interface)
             .with_context(|| format!("opening the pinned program {}", layout.prog().display()))?;
-        (Program::Pinned(xdp), GuardMaps::open(layout)?)
+        (Program::Pinned(Box::new(xdp)), GuardMaps::open(layout)?)
     } else {
         let mut ebpf = loader::load_pinned(layout)?;
         let maps = GuardMaps::take(&mut ebpf)?;
