@@ -1,0 +1,746 @@
+//! A small network lab for guard's end-to-end tests and the demo: network namespaces joined by
+//! veth pairs, a memcached server inside one of them, and the `guard` CLI run there with a pin
+//! path of its own.
+//!
+//! Everything here is torn down by `Drop`, also when a test panics: namespaces are deleted
+//! (which removes their interfaces), memcached is killed and reaped, and guard is unloaded.
+//! Names carry the process id and a per-process counter, so parallel test threads and parallel
+//! test processes do not collide.
+//!
+//! Traffic only ever flows between namespaces created here; nothing touches the host's
+//! interfaces.
+
+use std::{
+    collections::BTreeMap,
+    ffi::OsStr,
+    fs::File,
+    io::{self, Read, Write},
+    net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail, ensure};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::privilege;
+
+/// Where `ip netns add` creates its namespace files.
+pub const NETNS_DIR: &str = "/var/run/netns";
+
+/// memcached's port, TCP and UDP.
+pub const MEMCACHED_PORT: u16 = 11211;
+
+/// Linux's limit on interface names (IFNAMSIZ - 1).
+pub const MAX_IFNAME: usize = 15;
+
+/// Numbers namespaces and pin paths made by this process.
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A suffix unique to this process and call: `<pid>-<n>`.
+pub fn unique_suffix() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs `cmd` to completion and fails, with its stderr, unless it exits with status 0.
+/// Returns its stdout.
+pub fn run_ok(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A network namespace made with `ip netns add`, deleted again on drop (even on panic).
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+    path: PathBuf,
+}
+
+impl Netns {
+    /// Creates the namespace `<prefix>-<pid>-<n>` with its loopback up and IPv6 duplicate
+    /// address detection off (addresses are usable at once).
+    pub fn new(prefix: &str) -> anyhow::Result<Netns> {
+        let name = format!("{prefix}-{}", unique_suffix());
+        let path = Path::new(NETNS_DIR).join(&name);
+        if path.exists() {
+            // Left over by a killed process that had our pid; it is ours to reuse.
+            let _ = Command::new("ip")
+                .args(["netns", "delete", &name])
+                .stderr(Stdio::null())
+                .status();
+        }
+        run_ok(Command::new("ip").args(["netns", "add", &name]))?;
+        let ns = Netns { name, path };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        for key in ["all", "default"] {
+            ns.sysctl(&format!("net/ipv6/conf/{key}/accept_dad"), "0")?;
+        }
+        Ok(ns)
+    }
+
+    /// The namespace's name, as `ip netns list` shows it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The namespace file, `/var/run/netns/<name>`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A command that runs `program` inside this namespace:
+    /// `nsenter --net=/var/run/netns/<name> -- program`. Unlike `ip netns exec`, nsenter keeps
+    /// the mount namespace, so /sys/fs/bpf stays visible.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.path.display()))
+            .arg("--")
+            .arg(program);
+        cmd
+    }
+
+    /// Runs `ip -n <name> ARGS...` and fails unless it succeeds.
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
+        run_ok(Command::new("ip").arg("-n").arg(&self.name).args(args))?;
+        Ok(())
+    }
+
+    /// Writes a sysctl of this namespace, `key` given as a path under /proc/sys such as
+    /// `net/ipv4/ip_forward`.
+    pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        let file = Path::new("/proc/sys").join(key);
+        self.run(|| std::fs::write(&file, value))?
+            .with_context(|| format!("setting {} in {}", file.display(), self.name))
+    }
+
+    /// Adds an address (`10.77.1.1/24`, `fd00:77::1/64`) to `dev`; IPv6 ones with `nodad`.
+    pub fn add_addr(&self, dev: &str, cidr: &str) -> anyhow::Result<()> {
+        if cidr.contains(':') {
+            self.ip(&["addr", "add", cidr, "dev", dev, "nodad"])
+        } else {
+            self.ip(&["addr", "add", cidr, "dev", dev])
+        }
+    }
+
+    /// Runs `f` on a fresh thread that has entered this namespace (with `setns`), and returns
+    /// its result. Sockets created by `f` stay in this namespace wherever they are used later:
+    /// `ns.run(|| UdpSocket::bind("10.77.1.2:0"))??`. A panic in `f` is passed on.
+    pub fn run<T, F>(&self, f: F) -> anyhow::Result<T>
+    where
+        T: Send,
+        F: FnOnce() -> T + Send,
+    {
+        let file =
+            File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
+        let joined = thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: setns on a valid namespace fd only changes this thread's namespace.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(f())
+            })
+            .join()
+        });
+        match joined {
+            Ok(r) => r.with_context(|| format!("entering namespace {}", self.name)),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let out = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!(
+                "lab: deleting namespace {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => eprintln!("lab: deleting namespace {} failed: {e}", self.name),
+        }
+    }
+}
+
+/// One end of a veth pair: its namespace, interface name (at most 15 bytes) and addresses
+/// (CIDR notation; IPv6 ones are added with `nodad`).
+#[derive(Clone, Copy, Debug)]
+pub struct VethEnd<'a> {
+    /// The namespace the end lives in.
+    pub ns: &'a Netns,
+    /// Its interface name there.
+    pub ifname: &'a str,
+    /// Addresses to give it, such as `10.77.1.1/24` or `fd00:77::1/64`.
+    pub addrs: &'a [&'a str],
+}
+
+/// Creates a veth pair between two namespaces (each end is created directly in its
+/// namespace, so names only need to be unique there), adds the addresses and brings both ends
+/// up. The pair goes away with either namespace.
+pub fn veth(a: VethEnd<'_>, b: VethEnd<'_>) -> anyhow::Result<()> {
+    for end in [&a, &b] {
+        ensure!(
+            !end.ifname.is_empty() && end.ifname.len() <= MAX_IFNAME,
+            "interface name {:?} must be 1 to {MAX_IFNAME} bytes",
+            end.ifname
+        );
+    }
+    a.ns.ip(&[
+        "link",
+        "add",
+        a.ifname,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b.ifname,
+        "netns",
+        b.ns.name(),
+    ])?;
+    for end in [&a, &b] {
+        for cidr in end.addrs {
+            end.ns.add_addr(end.ifname, cidr)?;
+        }
+        end.ns.ip(&["link", "set", end.ifname, "up"])?;
+    }
+    Ok(())
+}
+
+/// A memcached server running inside a namespace, UDP enabled; killed and reaped on drop.
+#[derive(Debug)]
+pub struct Memcached {
+    child: Child,
+    addrs: Vec<IpAddr>,
+}
+
+impl Memcached {
+    /// Starts `memcached -U 11211 -p 11211 -l ADDR... -u nobody` in `ns` and waits (up to 10 s)
+    /// until every address answers on TCP and on UDP. The readiness checks run inside `ns`
+    /// over loopback, so they never cross an interface a guard may be attached to.
+    pub fn start(ns: &Netns, addrs: &[IpAddr]) -> anyhow::Result<Memcached> {
+        ensure!(!addrs.is_empty(), "memcached needs at least one address");
+        let mut cmd = ns.command("memcached");
+        cmd.args(["-U", "11211", "-p", "11211", "-u", "nobody"]);
+        for a in addrs {
+            match a {
+                IpAddr::V4(v4) => cmd.arg("-l").arg(v4.to_string()),
+                IpAddr::V6(v6) => cmd.arg("-l").arg(format!("[{v6}]")),
+            };
+        }
+        // Its own process group: a Ctrl-C at the terminal is ours to handle, and drop stops it.
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .context("starting memcached (is it installed?)")?;
+        let mut server = Memcached {
+            child,
+            addrs: addrs.to_vec(),
+        };
+        server.wait_ready(ns)?;
+        Ok(server)
+    }
+
+    /// The addresses it listens on.
+    pub fn addrs(&self) -> &[IpAddr] {
+        &self.addrs
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait_ready(&mut self, ns: &Netns) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addrs = self.addrs.clone();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                bail!("memcached exited at start ({status}): {}", err.trim());
+            }
+            let ready = ns.run(|| {
+                addrs.iter().all(|a| {
+                    let server = SocketAddr::new(*a, MEMCACHED_PORT);
+                    let tcp = TcpStream::connect_timeout(&server, Duration::from_millis(200));
+                    let udp = UdpSocket::bind(SocketAddr::new(*a, 0)).and_then(|s| {
+                        udp_request(&s, server, 1, "version\r\n", Duration::from_millis(200))
+                    });
+                    tcp.is_ok() && udp.is_ok_and(|answer| answer.complete)
+                })
+            })?;
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("memcached did not answer on {addrs:?} within 10 s");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `guard` binary run with a pin path of its own (`/sys/fs/bpf/guard-test-<pid>-<n>`),
+/// inside a namespace or on the host; on drop it runs `guard unload` and makes sure nothing is
+/// left at the pin path.
+#[derive(Debug)]
+pub struct Guard {
+    ns: Option<PathBuf>,
+    pin: PathBuf,
+    bin: PathBuf,
+}
+
+impl Guard {
+    /// A guard that runs inside `ns` (required for attach, which names the namespace's
+    /// interfaces), with a fresh pin path. Nothing is loaded until a command loads it.
+    pub fn new(ns: &Netns) -> Guard {
+        Guard {
+            ns: Some(ns.path().to_owned()),
+            pin: Self::fresh_pin_path(),
+            bin: privilege::guard_bin(),
+        }
+    }
+
+    /// A guard that runs in this process's namespace, with a fresh pin path; for commands
+    /// that touch no interface.
+    pub fn on_host() -> Guard {
+        Guard {
+            ns: None,
+            pin: Self::fresh_pin_path(),
+            bin: privilege::guard_bin(),
+        }
+    }
+
+    /// A pin path unique to this process and call: `/sys/fs/bpf/guard-test-<pid>-<n>`.
+    pub fn fresh_pin_path() -> PathBuf {
+        PathBuf::from(format!("/sys/fs/bpf/guard-test-{}", unique_suffix()))
+    }
+
+    /// Its pin path.
+    pub fn pin_path(&self) -> &Path {
+        &self.pin
+    }
+
+    /// `guard --pin-path PIN ARGS...`, inside the namespace when there is one. RUST_LOG and
+    /// GUARD_PIN_PATH of the environment are removed.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display()))
+                    .arg("--")
+                    .arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        cmd.arg("--pin-path")
+            .arg(&self.pin)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("GUARD_PIN_PATH")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `guard ARGS...` and returns its output, whatever its exit status.
+    pub fn run(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let mut cmd = self.command(args);
+        cmd.output().with_context(|| format!("running {cmd:?}"))
+    }
+
+    /// Runs `guard ARGS...`, fails (with its stderr) unless it succeeds, returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.run(args)?;
+        if !out.status.success() {
+            bail!(
+                "guard {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `guard stats --json`, parsed.
+    pub fn stats(&self) -> anyhow::Result<Counters> {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["stats", "--json"])?)
+            .context("parsing guard stats --json")?;
+        let counters = v
+            .get("counters")
+            .and_then(|c| c.as_object())
+            .ok_or_else(|| anyhow!("guard stats --json has no counters object: {v}"))?;
+        let mut out = BTreeMap::new();
+        for (name, c) in counters {
+            let get = |field: &str| {
+                c.get(field)
+                    .and_then(|n| n.as_u64())
+                    .ok_or_else(|| anyhow!("counter {name} has no {field}: {c}"))
+            };
+            out.insert(
+                name.clone(),
+                Counter {
+                    packets: get("packets")?,
+                    bytes: get("bytes")?,
+                },
+            );
+        }
+        Ok(Counters(out))
+    }
+
+    /// `guard list --json`, as the list of prefixes.
+    pub fn allowlist(&self) -> anyhow::Result<Vec<String>> {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["list", "--json"])?)
+            .context("parsing guard list --json")?;
+        v.get("allow")
+            .and_then(|a| a.as_array())
+            .ok_or_else(|| anyhow!("guard list --json has no allow array: {v}"))?
+            .iter()
+            .map(|p| {
+                p.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| anyhow!("not a string in guard list --json: {p}"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !self.pin.exists() {
+            return;
+        }
+        match self.run(&["unload"]) {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!(
+                "lab: guard unload at {} failed: {}",
+                self.pin.display(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => eprintln!("lab: guard unload at {} failed: {e:#}", self.pin.display()),
+        }
+        if self.pin.exists() {
+            eprintln!(
+                "lab: {} still exists after guard unload; removing it",
+                self.pin.display()
+            );
+            if let Err(e) = std::fs::remove_dir_all(&self.pin) {
+                eprintln!("lab: removing {} failed: {e}", self.pin.display());
+            }
+        }
+    }
+}
+
+/// One verdict counter of `guard stats --json`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    /// Frames counted.
+    pub packets: u64,
+    /// Their total length, Ethernet header included.
+    pub bytes: u64,
+}
+
+/// Every counter of `guard stats --json`, by verdict name (`dropped`, `allowlisted`, ...).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters(pub BTreeMap<String, Counter>);
+
+impl Counters {
+    /// The counter `name`; zero when guard does not report it.
+    pub fn get(&self, name: &str) -> Counter {
+        self.0.get(name).copied().unwrap_or_default()
+    }
+}
+
+/// Ethernet + IPv4 + UDP header bytes in front of a UDP payload (no IP options).
+pub const UDP4_OVERHEAD: usize = 14 + 20 + 8;
+/// Ethernet + IPv6 + UDP header bytes in front of a UDP payload (no extension headers).
+pub const UDP6_OVERHEAD: usize = 14 + 40 + 8;
+
+/// The Ethernet frame length of a UDP datagram with `payload` bytes to or from `addr`.
+pub fn udp_frame_len(addr: IpAddr, payload: usize) -> usize {
+    payload
+        + match addr {
+            IpAddr::V4(_) => UDP4_OVERHEAD,
+            IpAddr::V6(_) => UDP6_OVERHEAD,
+        }
+}
+
+/// A memcached UDP request: the 8-byte frame header (request id, sequence 0, 1 datagram,
+/// reserved 0) followed by the ASCII command, e.g. `get k\r\n` or `stats\r\n`.
+pub fn memcached_udp_request(request_id: u16, command: &str) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(8 + command.len());
+    frame.extend_from_slice(&request_id.to_be_bytes());
+    frame.extend_from_slice(&0u16.to_be_bytes());
+    frame.extend_from_slice(&1u16.to_be_bytes());
+    frame.extend_from_slice(&0u16.to_be_bytes());
+    frame.extend_from_slice(command.as_bytes());
+    frame
+}
+
+/// What came back for one memcached UDP request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UdpAnswer {
+    /// Bytes sent (the request datagram's payload).
+    pub sent: usize,
+    /// Response datagrams received.
+    pub datagrams: usize,
+    /// Their UDP payload bytes, frame headers included.
+    pub bytes: usize,
+    /// Whether every datagram the server announced arrived.
+    pub complete: bool,
+    /// The response text, reassembled in sequence order (frame headers removed).
+    pub payload: Vec<u8>,
+}
+
+impl UdpAnswer {
+    /// Whether anything came back.
+    pub fn answered(&self) -> bool {
+        self.datagrams > 0
+    }
+
+    /// The response as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).into_owned()
+    }
+}
+
+/// Sends one memcached UDP request from `sock` to `server` and collects the answer until every
+/// announced datagram has arrived or `timeout` passes (then `complete` is false; with no
+/// answer at all, `datagrams` is 0). Keep `timeout` short (300-500 ms) for no-answer checks.
+pub fn udp_request(
+    sock: &UdpSocket,
+    server: SocketAddr,
+    request_id: u16,
+    command: &str,
+    timeout: Duration,
+) -> io::Result<UdpAnswer> {
+    let frame = memcached_udp_request(request_id, command);
+    sock.send_to(&frame, server)?;
+    let mut answer = UdpAnswer {
+        sent: frame.len(),
+        ..UdpAnswer::default()
+    };
+    let mut parts: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        sock.set_read_timeout(Some(left))?;
+        let (n, from) = match sock.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if from != server || n < 8 || buf[..2] != request_id.to_be_bytes() {
+            continue;
+        }
+        let seq = u16::from_be_bytes([buf[2], buf[3]]);
+        let total = usize::from(u16::from_be_bytes([buf[4], buf[5]]));
+        answer.datagrams += 1;
+        answer.bytes += n;
+        parts.insert(seq, buf[8..n].to_vec());
+        if parts.len() >= total {
+            answer.complete = true;
+            break;
+        }
+    }
+    answer.payload = parts.into_values().flatten().collect();
+    Ok(answer)
+}
+
+/// A UDP socket bound to `source` even when that address is not local (IP_TRANSPARENT), so
+/// that what it sends carries a forged source address. Needs CAP_NET_ADMIN; call it inside
+/// the sender's namespace (`attacker.run(|| spoofing_udp_socket(victim))`).
+pub fn spoofing_udp_socket(source: SocketAddr) -> io::Result<UdpSocket> {
+    let sock = Socket::new(
+        Domain::for_address(source),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    match source {
+        SocketAddr::V4(_) => sock.set_ip_transparent_v4(true)?,
+        SocketAddr::V6(_) => sock.set_ip_transparent_v6(true)?,
+    }
+    sock.bind(&SockAddr::from(source))?;
+    Ok(sock.into())
+}
+
+/// Sets a socket's receive buffer to `bytes`, above net.core.rmem_max (SO_RCVBUFFORCE, needs
+/// CAP_NET_ADMIN): for receiving large bursts of datagrams without loss.
+pub fn force_recv_buffer(sock: &impl AsRawFd, bytes: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid fd and a pointer to a c_int of the given size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A TCP connection to `server` from the local address `source` (call it inside the client's
+/// namespace).
+pub fn tcp_connect_from(
+    source: IpAddr,
+    server: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    let sock = Socket::new(
+        Domain::for_address(server),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    sock.bind(&SockAddr::from(SocketAddr::new(source, 0)))?;
+    sock.connect_timeout(&SockAddr::from(server), timeout)?;
+    let stream: TcpStream = sock.into();
+    stream.set_read_timeout(Some(timeout.max(Duration::from_secs(5))))?;
+    Ok(stream)
+}
+
+/// Reads from `stream` until what was read ends with one of `endings`.
+fn read_until_any(stream: &mut TcpStream, endings: &[&[u8]]) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        if endings.iter().any(|e| out.ends_with(e)) {
+            return Ok(out);
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "memcached closed the connection after {:?}",
+                    String::from_utf8_lossy(&out)
+                ),
+            ));
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Stores `value` under `key` over a memcached TCP connection (`set`), expecting `STORED`.
+pub fn tcp_set(stream: &mut TcpStream, key: &str, value: &[u8]) -> io::Result<()> {
+    let mut req = format!("set {key} 0 0 {}\r\n", value.len()).into_bytes();
+    req.extend_from_slice(value);
+    req.extend_from_slice(b"\r\n");
+    stream.write_all(&req)?;
+    let reply = read_until_any(stream, &[b"\r\n"])?;
+    if reply != b"STORED\r\n" {
+        return Err(io::Error::other(format!(
+            "memcached answered set with {:?}",
+            String::from_utf8_lossy(&reply)
+        )));
+    }
+    Ok(())
+}
+
+/// Fetches `key` over a memcached TCP connection (`get`): `None` when it is not stored.
+pub fn tcp_get(stream: &mut TcpStream, key: &str) -> io::Result<Option<Vec<u8>>> {
+    stream.write_all(format!("get {key}\r\n").as_bytes())?;
+    let reply = read_until_any(stream, &[b"END\r\n"])?;
+    if reply == b"END\r\n" {
+        return Ok(None);
+    }
+    parse_get_value(&reply)
+        .map(Some)
+        .ok_or_else(|| io::Error::other("memcached sent a malformed get answer"))
+}
+
+/// The value of a memcached `get` answer (`VALUE key flags len\r\n<data>\r\nEND\r\n`), or
+/// `None` when it holds no value.
+pub fn parse_get_value(reply: &[u8]) -> Option<Vec<u8>> {
+    let header_end = reply.windows(2).position(|w| w == b"\r\n")?;
+    let header = std::str::from_utf8(&reply[..header_end]).ok()?;
+    let mut words = header.split(' ');
+    if words.next()? != "VALUE" {
+        return None;
+    }
+    let len: usize = words.nth(2)?.parse().ok()?;
+    let data = reply.get(header_end + 2..header_end + 2 + len)?;
+    let rest = reply.get(header_end + 2 + len..)?;
+    (rest == b"\r\nEND\r\n").then(|| data.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_frame_layout() {
+        let f = memcached_udp_request(0x1234, "get k\r\n");
+        assert_eq!(&f[..8], &[0x12, 0x34, 0, 0, 0, 1, 0, 0]);
+        assert_eq!(&f[8..], b"get k\r\n");
+    }
+
+    #[test]
+    fn get_value_parsing() {
+        assert_eq!(
+            parse_get_value(b"VALUE k 0 5\r\nhello\r\nEND\r\n"),
+            Some(b"hello".to_vec())
+        );
+        assert_eq!(parse_get_value(b"END\r\n"), None);
+        assert_eq!(parse_get_value(b"VALUE k 0 9\r\nhello\r\nEND\r\n"), None);
+    }
+
+    #[test]
+    fn frame_lengths() {
+        assert_eq!(udp_frame_len("10.0.0.1".parse().unwrap(), 15), 57);
+        assert_eq!(udp_frame_len("fd00::1".parse().unwrap(), 15), 77);
+    }
+}

@@ -1,0 +1,80 @@
+//! The allowlist module against real LPM tries: all-or-nothing changes, a full map, exact
+//! revokes, listing.
+
+use guard_common::maps::ALLOW_V4_MAX;
+use guard_tests::privilege::require_privileges;
+use guard_user::{allowlist, loader, maps::GuardMaps};
+use ipnet::IpNet;
+
+fn fresh() -> (aya::Ebpf, GuardMaps) {
+    let mut ebpf = loader::load_unpinned().expect("load");
+    let maps = GuardMaps::take(&mut ebpf).expect("maps");
+    (ebpf, maps)
+}
+
+fn nets(s: &[&str]) -> Vec<IpNet> {
+    s.iter().map(|n| n.parse().unwrap()).collect()
+}
+
+#[test]
+fn a_full_map_is_an_error_and_the_batch_is_rolled_back() {
+    if !require_privileges("a_full_map_is_an_error_and_the_batch_is_rolled_back") {
+        return;
+    }
+    let (_ebpf, mut maps) = fresh();
+    // Fill the IPv4 trie to one short of capacity with /32s in 10.0.0.0/8.
+    let fill: Vec<IpNet> = (0..ALLOW_V4_MAX - 1)
+        .map(|i| IpNet::new(std::net::Ipv4Addr::from(0x0A00_0000 + i).into(), 32).unwrap())
+        .collect();
+    let report = allowlist::allow(&mut maps, &fill).expect("fill");
+    assert_eq!(report.added.len(), fill.len());
+    // A batch of three where only one fits: nothing of it stays.
+    let batch = nets(&["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"]);
+    let err = allowlist::allow(&mut maps, &batch).unwrap_err().to_string();
+    assert!(err.contains("allowlist is full"), "{err}");
+    assert!(err.contains("nothing was added"), "{err}");
+    let (v4, v6) = allowlist::sizes(&maps).unwrap();
+    assert_eq!((v4, v6), (fill.len(), 0));
+    // The last slot is still usable, and a re-add of a present prefix is not an error.
+    let one = nets(&["192.0.2.0/24"]);
+    assert_eq!(allowlist::allow(&mut maps, &one).unwrap().added, one);
+    assert_eq!(allowlist::allow(&mut maps, &one).unwrap().present, one);
+}
+
+#[test]
+fn revoke_is_exact_and_all_or_nothing() {
+    if !require_privileges("revoke_is_exact_and_all_or_nothing") {
+        return;
+    }
+    let (_ebpf, mut maps) = fresh();
+    let set = nets(&["10.0.0.0/8", "10.1.0.0/16", "2001:db8::/32"]);
+    allowlist::allow(&mut maps, &set).unwrap();
+    // 10.1.2.0/24 is covered by both, but was never added: revoking it is an error, and the
+    // good prefix in the same call stays.
+    let err = allowlist::revoke(&mut maps, &nets(&["10.0.0.0/8", "10.1.2.0/24"]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("10.1.2.0/24 is not allowlisted"), "{err}");
+    assert_eq!(allowlist::list(&maps).unwrap(), set);
+    allowlist::revoke(&mut maps, &nets(&["10.1.0.0/16", "2001:db8::/32"])).unwrap();
+    assert_eq!(allowlist::list(&maps).unwrap(), nets(&["10.0.0.0/8"]));
+}
+
+#[test]
+fn list_round_trips_edge_prefixes() {
+    if !require_privileges("list_round_trips_edge_prefixes") {
+        return;
+    }
+    let (_ebpf, mut maps) = fresh();
+    let set = nets(&[
+        "0.0.0.0/0",
+        "255.255.255.255/32",
+        "::/0",
+        "ffff::1/128",
+        "fe80::/10",
+    ]);
+    allowlist::allow(&mut maps, &set).unwrap();
+    let mut want = set.clone();
+    want.sort();
+    assert_eq!(allowlist::list(&maps).unwrap(), want);
+}
