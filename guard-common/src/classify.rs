@@ -6,40 +6,69 @@ use crate::{
         ETH_P_IP, ETH_P_IPV6, Fragment, IPPROTO_UDP, Packet, Source, parse_ethernet, parse_ipv4,
         parse_ipv6, parse_udp,
     },
+    ratelimit::{Buckets, admit},
     verdict::Verdict,
 };
 
-/// Allowlist lookups, injected: BPF maps in the kernel, a plain table in host tests.
-pub trait Allowlist {
-    /// Is this IPv4 source inside an allowlisted prefix?
-    fn allows_v4(&self, addr: [u8; 4]) -> bool;
-    /// Is this IPv6 source inside an allowlisted prefix?
-    fn allows_v6(&self, addr: [u8; 16]) -> bool;
+/// Allowlist and denylist lookups, injected: BPF maps in the kernel, plain tables in host
+/// tests. Each returns the length of the longest matching prefix.
+pub trait Lists {
+    /// Longest allowlisted prefix holding this IPv4 source.
+    fn allow_v4(&self, addr: [u8; 4]) -> Option<u32>;
+    /// Longest allowlisted prefix holding this IPv6 source.
+    fn allow_v6(&self, addr: [u8; 16]) -> Option<u32>;
+    /// Longest denylisted prefix holding this IPv4 source.
+    fn deny_v4(&self, addr: [u8; 4]) -> Option<u32>;
+    /// Longest denylisted prefix holding this IPv6 source.
+    fn deny_v6(&self, addr: [u8; 16]) -> Option<u32>;
+}
+
+/// A verdict and, for UDP to a protected port, the source it was about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The verdict (after dry-run).
+    pub verdict: Verdict,
+    /// The source of a judged datagram to a protected port.
+    pub source: Option<Source>,
 }
 
 /// Judges one frame.
 ///
-/// UDP to a protected port passes only from an allowlisted source; everything else passes
-/// untouched. Non-first fragments pass, tiny first fragments and over-long IPv6 extension
-/// chains are dropped, truncated or invalid headers pass as malformed (the kernel discards
-/// them). Under dry-run, drops become [`Verdict::WouldDrop`].
+/// UDP to a protected port passes from an allowlisted source, is dropped from a denylisted one
+/// (the denylist wins when its match is at least as specific as the allowlist's), and from any
+/// other source is dropped or, under the rate-limit policy, passes within the rate limits.
+/// Everything else passes untouched. Non-first fragments pass, tiny first fragments and
+/// over-long IPv6 extension chains are dropped, truncated or invalid headers pass as malformed
+/// (the kernel discards them). Under dry-run, drops become [`Verdict::WouldDrop`].
 #[inline(always)]
-pub fn classify<P, A>(pkt: &P, config: &GuardConfig, allowlist: &A) -> Verdict
+pub fn classify<P, L, B>(pkt: &P, config: &GuardConfig, lists: &L, buckets: &B) -> Decision
 where
     P: Packet + ?Sized,
-    A: Allowlist + ?Sized,
+    L: Lists + ?Sized,
+    B: Buckets + ?Sized,
 {
-    let verdict = match judge(pkt, config, allowlist) {
+    let mut source = None;
+    let verdict = match judge(pkt, config, lists, buckets, &mut source) {
         Ok(v) | Err(v) => v,
     };
-    verdict.dry_run(config.dry_run())
+    Decision {
+        verdict: verdict.dry_run(config.dry_run()),
+        source,
+    }
 }
 
 #[inline(always)]
-fn judge<P, A>(pkt: &P, config: &GuardConfig, allowlist: &A) -> Result<Verdict, Verdict>
+fn judge<P, L, B>(
+    pkt: &P,
+    config: &GuardConfig,
+    lists: &L,
+    buckets: &B,
+    judged: &mut Option<Source>,
+) -> Result<Verdict, Verdict>
 where
     P: Packet + ?Sized,
-    A: Allowlist + ?Sized,
+    L: Lists + ?Sized,
+    B: Buckets + ?Sized,
 {
     let mut cursor = 0;
     let net = match parse_ethernet(pkt, &mut cursor)? {
@@ -59,13 +88,28 @@ where
     if !config.protects(port) {
         return Ok(Verdict::NotProtected);
     }
-    let allowed = match net.source {
-        Source::V4(addr) => allowlist.allows_v4(addr),
-        Source::V6(addr) => allowlist.allows_v6(addr),
+    *judged = Some(net.source);
+    let (allow, deny) = match net.source {
+        Source::V4(addr) => (
+            lists.allow_v4(addr),
+            if config.has_deny() { lists.deny_v4(addr) } else { None },
+        ),
+        Source::V6(addr) => (
+            lists.allow_v6(addr),
+            if config.has_deny() { lists.deny_v6(addr) } else { None },
+        ),
     };
-    Ok(if allowed {
-        Verdict::Allowlisted
-    } else {
-        Verdict::DroppedNotAllowlisted
+    Ok(match (allow, deny) {
+        (Some(a), Some(d)) if d >= a => Verdict::Denied,
+        (None, Some(_)) => Verdict::Denied,
+        (Some(_), _) => Verdict::Allowlisted,
+        (None, None) if !config.rate_limited() => Verdict::DroppedNotAllowlisted,
+        (None, None) => {
+            if admit(buckets, &config.rate, &net.source) {
+                Verdict::RatePassed
+            } else {
+                Verdict::RateLimited
+            }
+        }
     })
 }

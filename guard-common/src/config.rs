@@ -1,4 +1,7 @@
-//! The guard's live configuration: protected ports and flags, one entry of the config map.
+//! The guard's live configuration: protected ports, policy and flags, one entry of the
+//! config map.
+
+use crate::ratelimit::{RatePolicy, RateSpec};
 
 /// Largest number of protected ports an operator may configure.
 pub const MAX_PORTS: usize = 16;
@@ -8,6 +11,16 @@ pub const MEMCACHED_PORT: u16 = 11211;
 
 /// [`GuardConfig::flags`] bit: would-be drops pass and are counted as `would_drop`.
 pub const FLAG_DRY_RUN: u32 = 1;
+/// [`GuardConfig::flags`] bit: the denylist has entries (lets the hot path skip its lookup).
+pub const FLAG_HAS_DENY: u32 = 2;
+
+/// [`GuardConfig::policy`]: drop every non-allowlisted datagram to a protected port.
+pub const POLICY_DROP: u32 = 0;
+/// [`GuardConfig::policy`]: pass non-allowlisted datagrams within the rate limits.
+pub const POLICY_RATE_LIMIT: u32 = 1;
+
+/// Default sampling of top talkers: one dropped datagram in 16 per CPU is recorded.
+pub const DEFAULT_TOP_SAMPLE: u32 = 16;
 
 /// Words in the protected-port bitmap: one bit per UDP port.
 pub const PORT_WORDS: usize = 65536 / 64;
@@ -21,6 +34,13 @@ pub const PORT_WORDS: usize = 65536 / 64;
 pub struct GuardConfig {
     /// `FLAG_*` bits.
     pub flags: u32,
+    /// `POLICY_*` for sources that are not allowlisted.
+    pub policy: u32,
+    /// Rate limits, used under [`POLICY_RATE_LIMIT`].
+    pub rate: RatePolicy,
+    /// Top talkers: one dropped datagram in `top_sample` (a power of two) per CPU is recorded,
+    /// weighted by `top_sample`; 0 turns recording off.
+    pub top_sample: u32,
     /// Reserved, zero (keeps `ports` 8-byte aligned without implicit padding).
     pub reserved: u32,
     /// Bit `p % 64` of word `p / 64` is set when UDP port `p` is protected.
@@ -40,6 +60,24 @@ impl GuardConfig {
     /// No ports protected, no flags.
     pub const EMPTY: GuardConfig = GuardConfig {
         flags: 0,
+        policy: POLICY_DROP,
+        rate: RatePolicy {
+            source: RateSpec {
+                interval_ns: 0,
+                tolerance_ns: 0,
+            },
+            prefix: RateSpec {
+                interval_ns: 0,
+                tolerance_ns: 0,
+            },
+            global: RateSpec {
+                interval_ns: 0,
+                tolerance_ns: 0,
+            },
+            prefix_v4: 24,
+            prefix_v6: 64,
+        },
+        top_sample: 0,
         reserved: 0,
         ports: [0; PORT_WORDS],
     };
@@ -73,6 +111,27 @@ impl GuardConfig {
     #[inline(always)]
     pub fn dry_run(&self) -> bool {
         self.flags & FLAG_DRY_RUN != 0
+    }
+
+    /// Does the denylist have entries?
+    #[inline(always)]
+    pub fn has_deny(&self) -> bool {
+        self.flags & FLAG_HAS_DENY != 0
+    }
+
+    /// Records whether the denylist has entries.
+    pub fn set_has_deny(&mut self, on: bool) {
+        if on {
+            self.flags |= FLAG_HAS_DENY;
+        } else {
+            self.flags &= !FLAG_HAS_DENY;
+        }
+    }
+
+    /// Is the rate-limit policy in force?
+    #[inline(always)]
+    pub fn rate_limited(&self) -> bool {
+        self.policy == POLICY_RATE_LIMIT
     }
 
     /// Turns dry-run on or off.

@@ -2,7 +2,8 @@
 //!
 //! Everything here is `no_std` and allocation-free: the XDP program (guard-ebpf) compiles the
 //! very same [`classify`] function that host tests run, so the kernel's verdict and the host
-//! model cannot drift apart. Map lookups are injected through the [`Allowlist`] trait and packet
+//! model cannot drift apart. Map lookups are injected through the [`Lists`] and
+//! [`ratelimit::Buckets`] traits and packet
 //! reads through the [`Packet`] trait.
 #![no_std]
 
@@ -10,9 +11,10 @@ pub mod classify;
 pub mod config;
 pub mod maps;
 pub mod parse;
+pub mod ratelimit;
 pub mod verdict;
 
-pub use classify::{Allowlist, classify};
+pub use classify::{Decision, Lists, classify};
 pub use config::GuardConfig;
 pub use parse::Packet;
 pub use verdict::{Action, Verdict};

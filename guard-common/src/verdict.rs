@@ -30,15 +30,26 @@ pub enum Verdict {
     FragmentPassed = 6,
     /// A first fragment too short to hold the whole UDP header (RFC 1858): dropped.
     DroppedTinyFragment = 7,
+    /// Rate-limit policy: a non-allowlisted datagram within every bucket's limit: passes.
+    RatePassed = 8,
+    /// Rate-limit policy: a non-allowlisted datagram over a bucket's limit: dropped.
+    RateLimited = 9,
+    /// A source on the denylist (more specific than any allowlist match): dropped under
+    /// either policy.
+    Denied = 10,
 }
 
 /// Number of counter slots. Larger than the number of verdicts so that later verdicts do not
 /// change the pinned map's size.
 pub const COUNTER_SLOTS: u32 = 16;
 
+/// Counter slot of an event rather than a verdict: new rate-limit bucket entries (source or
+/// prefix). Its rate is the LRU churn, which shows a spoofed flood.
+pub const SLOT_BUCKET_INSERTS: u32 = 15;
+
 impl Verdict {
     /// Every verdict, in counter-slot order.
-    pub const ALL: [Verdict; 8] = [
+    pub const ALL: [Verdict; 11] = [
         Verdict::NotProtected,
         Verdict::Allowlisted,
         Verdict::DroppedNotAllowlisted,
@@ -47,6 +58,9 @@ impl Verdict {
         Verdict::DroppedMalformed,
         Verdict::FragmentPassed,
         Verdict::DroppedTinyFragment,
+        Verdict::RatePassed,
+        Verdict::RateLimited,
+        Verdict::Denied,
     ];
 
     /// What the XDP program does for this verdict.
@@ -54,12 +68,15 @@ impl Verdict {
         match self {
             Verdict::DroppedNotAllowlisted
             | Verdict::DroppedMalformed
-            | Verdict::DroppedTinyFragment => Action::Drop,
+            | Verdict::DroppedTinyFragment
+            | Verdict::RateLimited
+            | Verdict::Denied => Action::Drop,
             Verdict::NotProtected
             | Verdict::Allowlisted
             | Verdict::WouldDrop
             | Verdict::Malformed
-            | Verdict::FragmentPassed => Action::Pass,
+            | Verdict::FragmentPassed
+            | Verdict::RatePassed => Action::Pass,
         }
     }
 
@@ -87,6 +104,9 @@ impl Verdict {
             Verdict::DroppedMalformed => "malformed_dropped",
             Verdict::FragmentPassed => "fragment_passed",
             Verdict::DroppedTinyFragment => "tiny_fragment_dropped",
+            Verdict::RatePassed => "rate_passed",
+            Verdict::RateLimited => "rate_limited",
+            Verdict::Denied => "denied",
         }
     }
 }
@@ -113,6 +133,7 @@ mod tests {
         for (i, v) in Verdict::ALL.iter().enumerate() {
             assert_eq!(v.slot() as usize, i);
             assert!(v.slot() < COUNTER_SLOTS);
+            assert_ne!(v.slot(), SLOT_BUCKET_INSERTS);
         }
     }
 

@@ -1,13 +1,19 @@
-//! guard's XDP program: drops UDP to protected ports (memcached's 11211 by default) from sources
-//! that are not allowlisted, and counts every verdict.
+//! guard's XDP program: drops or rate-limits UDP to protected ports (memcached's 11211 by
+//! default) from sources that are not allowlisted, and counts every verdict.
 //!
 //! The decision itself is `guard_common::classify`, shared with the host tests; this file only
 //! binds it to the kernel: packet access, map lookups and counters.
 #![no_std]
 #![no_main]
+// Atomic compare-and-swap and fetch-add: the BPF target's core has no atomic types with them.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
-mod allowlist;
+mod atomic;
 mod frame;
+mod lists;
+mod ratelimit;
+mod top;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -21,9 +27,9 @@ use guard_common::{
     verdict::{COUNTER_SLOTS, Counter},
 };
 
-use crate::{allowlist::MapAllowlist, frame::Frame};
+use crate::{frame::Frame, lists::MapLists, ratelimit::MapBuckets};
 
-/// Protected ports and flags (one entry).
+/// Protected ports, policy and flags (one entry).
 #[map]
 static GUARD_CONFIG: Array<GuardConfig> = Array::with_max_entries(1, 0);
 
@@ -39,26 +45,55 @@ static GUARD_IFACES: HashMap<u32, Attachment> = HashMap::with_max_entries(ATTACH
 #[xdp]
 pub fn guard(ctx: XdpContext) -> u32 {
     let frame = Frame::new(&ctx);
-    let verdict = match GUARD_CONFIG.get(0) {
-        Some(config) => classify(&frame, config, &MapAllowlist),
+    let bytes = frame.len() as u64;
+    let Some(config) = GUARD_CONFIG.get(0) else {
         // An array map always has its entry; pass rather than guess if it ever does not.
-        None => Verdict::NotProtected,
+        return xdp_action::XDP_PASS;
     };
-    count(verdict, frame.len() as u64);
-    match verdict.action() {
+    let decision = classify(&frame, config, &MapLists, &MapBuckets::new());
+    let seen = count(decision.verdict, bytes);
+    if let Some(source) = decision.source
+        && config.top_sample != 0
+        && is_drop(decision.verdict)
+        && seen & u64::from(config.top_sample - 1) == 0
+    {
+        top::record(&source, decision.verdict, bytes, u64::from(config.top_sample));
+    }
+    match decision.verdict.action() {
         Action::Pass => xdp_action::XDP_PASS,
         Action::Drop => xdp_action::XDP_DROP,
     }
 }
 
+/// Drops (and would-be drops) are what top talkers record.
 #[inline(always)]
-fn count(verdict: Verdict, bytes: u64) {
-    if let Some(counter) = GUARD_COUNTERS.get_ptr_mut(verdict.slot()) {
+fn is_drop(verdict: Verdict) -> bool {
+    matches!(
+        verdict,
+        Verdict::DroppedNotAllowlisted | Verdict::RateLimited | Verdict::Denied | Verdict::WouldDrop
+    )
+}
+
+/// Counts a frame; returns this CPU's packet count of the verdict so far.
+#[inline(always)]
+fn count(verdict: Verdict, bytes: u64) -> u64 {
+    match GUARD_COUNTERS.get_ptr_mut(verdict.slot()) {
         // SAFETY: a per-CPU slot is only touched by this CPU, and the pointer is valid.
-        unsafe {
+        Some(counter) => unsafe {
             (*counter).packets += 1;
             (*counter).bytes += bytes;
-        }
+            (*counter).packets
+        },
+        None => 0,
+    }
+}
+
+/// Counts an event (a counter slot that is not a verdict).
+#[inline(always)]
+pub(crate) fn count_event(slot: u32) {
+    if let Some(counter) = GUARD_COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: as in `count`.
+        unsafe { (*counter).packets += 1 };
     }
 }
 

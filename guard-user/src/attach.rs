@@ -20,9 +20,11 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::{
-    allowlist, loader,
+    loader::{self, MapSizes},
+    lists::{self, List},
     maps::GuardMaps,
     pins::{Lock, PinLayout},
+    policy::{self, PolicyKind, RateArgs},
     sys,
 };
 
@@ -87,6 +89,23 @@ pub struct AttachRequest {
     pub dry_run: bool,
     /// Prefixes to allowlist before any interface is attached.
     pub allow: Vec<IpNet>,
+    /// Policy for non-allowlisted sources; `None` keeps the live one (drop on a fresh load).
+    pub policy: Option<PolicyKind>,
+    /// Rate settings for the rate-limit policy.
+    pub rates: RateArgs,
+    /// Top-talker sampling (a power of two, 0 = off); `None` keeps the live value (16 on a
+    /// fresh load).
+    pub top_sample: Option<u32>,
+    /// Capacities of the load-time sized maps; only a fresh load can apply them.
+    pub sizes: Option<MapSizes>,
+}
+
+/// Validates a top-talker sampling interval.
+pub fn validate_top_sample(n: u32) -> anyhow::Result<u32> {
+    if n != 0 && !n.is_power_of_two() {
+        bail!("invalid --top-sample {n}: a power of two (1, 2, 4, ...) or 0 to turn it off");
+    }
+    Ok(n)
 }
 
 /// What happened to one interface.
@@ -161,7 +180,20 @@ pub fn attach(
     // Validate everything before touching anything.
     let interfaces = resolve_interfaces(&request.interfaces)?;
     let ports = request.ports.as_deref().map(validate_ports).transpose()?;
+    if let Some(kind) = request.policy {
+        policy::validate(kind, &request.rates)?;
+    } else if request.rates.any() {
+        bail!("rate settings need --policy rate-limit");
+    }
+    if let Some(n) = request.top_sample {
+        validate_top_sample(n)?;
+    }
     layout.check_abi()?;
+    if layout.is_loaded()
+        && let Some(sizes) = &request.sizes
+    {
+        check_sizes(layout, sizes)?;
+    }
     let existed = layout.abi_dir().exists();
     layout.prepare()?;
     let lock = Lock::acquire(layout)?;
@@ -185,7 +217,8 @@ fn attach_locked(
             .with_context(|| format!("opening the pinned program {}", layout.prog().display()))?;
         (Program::Pinned(Box::new(xdp)), GuardMaps::open(layout)?)
     } else {
-        let mut ebpf = loader::load_pinned(layout)?;
+        let sizes = request.sizes.unwrap_or_default();
+        let mut ebpf = loader::load_pinned(layout, &sizes)?;
         let maps = GuardMaps::take(&mut ebpf)?;
         (Program::Fresh(Box::new(ebpf)), maps)
     };
@@ -203,11 +236,21 @@ fn attach_locked(
     if request.dry_run {
         config.set_dry_run(true);
     }
+    if let Some(kind) = request.policy {
+        policy::apply(&mut config, kind, &request.rates)?;
+    }
+    match request.top_sample {
+        Some(n) => config.top_sample = n,
+        None if matches!(program, Program::Fresh(_)) => {
+            config.top_sample = guard_common::config::DEFAULT_TOP_SAMPLE
+        }
+        None => {}
+    }
     maps.write_config(&config)?;
     let added = if request.allow.is_empty() {
         Vec::new()
     } else {
-        match allowlist::allow(&mut maps, &request.allow) {
+        match lists::allow(&mut maps, &request.allow) {
             Ok(report) => report.added,
             Err(e) => {
                 let _ = maps.write_config(&old_config);
@@ -233,7 +276,7 @@ fn attach_locked(
                         let _ = remove_link(layout, &mut maps, undo);
                     }
                 }
-                let _ = allowlist::revoke(&mut maps, &added);
+                let _ = lists::revoke(&mut maps, &added);
                 let _ = maps.write_config(&old_config);
                 return Err(e);
             }
@@ -441,6 +484,63 @@ pub fn set_ports(layout: &PinLayout, ports: &[u16]) -> anyhow::Result<Vec<u16>> 
         ports.iter().for_each(|p| c.protect(*p));
     })?;
     Ok(ports)
+}
+
+/// Fails when pinned maps were created with other sizes than requested.
+fn check_sizes(layout: &PinLayout, sizes: &MapSizes) -> anyhow::Result<()> {
+    use guard_common::maps::{PREFIX_BUCKETS, SOURCE_BUCKETS, TOP_TALKERS};
+    for (name, want, flag) in [
+        (SOURCE_BUCKETS, sizes.source_buckets, "--source-buckets"),
+        (PREFIX_BUCKETS, sizes.prefix_buckets, "--prefix-buckets"),
+        (TOP_TALKERS, sizes.top_talkers, "--top-talkers"),
+    ] {
+        let have = aya::maps::MapData::from_pin(layout.map(name))?.info()?.max_entries();
+        if have != want {
+            bail!(
+                "{flag} {want}: the loaded guard's map holds {have}; map sizes are fixed when \
+                 guard loads (`guard unload`, then attach again)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Sets the policy for non-allowlisted sources, live.
+pub fn set_policy(layout: &PinLayout, kind: PolicyKind, rates: &RateArgs) -> anyhow::Result<()> {
+    policy::validate(kind, rates)?;
+    update_config(layout, |c| {
+        policy::apply(c, kind, rates).expect("validated above");
+    })
+}
+
+/// Adds prefixes to a list, live, keeping the config's denylist flag in step.
+pub fn add_prefixes(layout: &PinLayout, list: List, nets: &[IpNet]) -> anyhow::Result<lists::Added> {
+    require_loaded(layout)?;
+    let _lock = Lock::acquire(layout)?;
+    let mut maps = GuardMaps::open(layout)?;
+    let report = lists::add(&mut maps, list, nets)?;
+    sync_deny_flag(&mut maps)?;
+    Ok(report)
+}
+
+/// Removes prefixes from a list, live, keeping the config's denylist flag in step.
+pub fn remove_prefixes(layout: &PinLayout, list: List, nets: &[IpNet]) -> anyhow::Result<()> {
+    require_loaded(layout)?;
+    let _lock = Lock::acquire(layout)?;
+    let mut maps = GuardMaps::open(layout)?;
+    lists::remove_all(&mut maps, list, nets)?;
+    sync_deny_flag(&mut maps)
+}
+
+/// Sets the config's has-deny flag from the denylist's contents (call under the lock).
+pub fn sync_deny_flag(maps: &mut GuardMaps) -> anyhow::Result<()> {
+    let (v4, v6) = lists::sizes(maps, List::Deny);
+    let mut config = maps.read_config()?;
+    if config.has_deny() != (v4 + v6 > 0) {
+        config.set_has_deny(v4 + v6 > 0);
+        maps.write_config(&config)?;
+    }
+    Ok(())
 }
 
 /// Turns dry-run on or off, live.

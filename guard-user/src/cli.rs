@@ -5,17 +5,20 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
-    allowlist,
     attach::{self, AttachOutcome, AttachRequest, ModeRequest},
+    lists::{self, List},
+    loader::MapSizes,
     maps::GuardMaps,
-    pins::{DEFAULT_PIN_ROOT, Lock, PinLayout},
+    pins::{DEFAULT_PIN_ROOT, PinLayout},
+    policy::{PolicyKind, PolicyView, RateArgs},
     privileges,
     stats::Totals,
     status::Status,
+    top,
 };
 
-/// XDP guard against memcached UDP reflection: drops UDP to protected ports (11211) from
-/// sources that are not allowlisted, at the driver.
+/// XDP guard against memcached UDP reflection: drops or rate-limits UDP to protected ports
+/// (11211) from sources that are not allowlisted, at the driver.
 #[derive(Debug, Parser)]
 #[command(name = "guard", version, propagate_version = true)]
 pub struct Cli {
@@ -47,6 +50,25 @@ pub enum Command {
         /// Allowlist these CIDRs before attaching (repeatable).
         #[arg(long = "allow", value_name = "CIDR")]
         allow: Vec<String>,
+        /// Policy for sources that are not allowlisted [default: drop, or the live one].
+        #[arg(long, value_enum)]
+        policy: Option<PolicyKind>,
+        /// Rate limits (with --policy rate-limit).
+        #[command(flatten)]
+        rates: RateArgs,
+        /// Record one dropped datagram in N per CPU as a top talker (power of two; 0: off)
+        /// [default: 16 on a fresh load].
+        #[arg(long, value_name = "N")]
+        top_sample: Option<u32>,
+        /// Capacity of the per-source bucket LRU (fresh load only) [default: 65536].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        source_buckets: Option<u32>,
+        /// Capacity of the per-prefix bucket LRU (fresh load only) [default: 16384].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        prefix_buckets: Option<u32>,
+        /// Capacity of the top-talkers LRU (fresh load only) [default: 1024].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        top_talkers: Option<u32>,
     },
     /// Detach the guard from interfaces (the allowlist stays loaded).
     Detach {
@@ -70,8 +92,45 @@ pub enum Command {
         #[arg(required = true, value_name = "CIDR")]
         cidrs: Vec<String>,
     },
-    /// List the allowlist.
+    /// Drop these sources outright under either policy, unless a more specific allowlist
+    /// prefix holds them (on equal prefix lengths the denylist wins).
+    Deny {
+        /// Prefixes such as 198.51.100.0/24.
+        #[arg(required = true, value_name = "CIDR")]
+        cidrs: Vec<String>,
+    },
+    /// Remove prefixes from the denylist (each exactly as denied).
+    Undeny {
+        /// Prefixes to remove.
+        #[arg(required = true, value_name = "CIDR")]
+        cidrs: Vec<String>,
+    },
+    /// List the allowlist (or, with --deny, the denylist).
     List {
+        /// The denylist instead.
+        #[arg(long)]
+        deny: bool,
+        /// JSON output, both lists: {"allow": [...], "deny": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or set the policy for sources that are not allowlisted, live.
+    Policy {
+        /// drop, or rate-limit; none prints the live policy.
+        #[arg(value_enum)]
+        policy: Option<PolicyKind>,
+        /// Rate limits (with rate-limit); unset ones keep their live values or defaults.
+        #[command(flatten)]
+        rates: RateArgs,
+        /// JSON output (when printing).
+        #[arg(long)]
+        json: bool,
+    },
+    /// The heaviest dropped sources (sampled estimates).
+    Top {
+        /// How many.
+        #[arg(short = 'n', default_value_t = 10)]
+        n: usize,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -136,18 +195,37 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             ports,
             dry_run,
             allow,
+            policy,
+            rates,
+            top_sample,
+            source_buckets,
+            prefix_buckets,
+            top_talkers,
         } => {
             let allow = if allow.is_empty() {
                 Vec::new()
             } else {
-                allowlist::parse_cidrs(&allow)?
+                lists::parse_cidrs(&allow)?
             };
+            let sizes = (source_buckets.is_some() || prefix_buckets.is_some() || top_talkers.is_some())
+                .then(|| {
+                    let d = MapSizes::default();
+                    MapSizes {
+                        source_buckets: source_buckets.unwrap_or(d.source_buckets),
+                        prefix_buckets: prefix_buckets.unwrap_or(d.prefix_buckets),
+                        top_talkers: top_talkers.unwrap_or(d.top_talkers),
+                    }
+                });
             let request = AttachRequest {
                 interfaces,
                 mode,
                 ports: (!ports.is_empty()).then_some(ports),
                 dry_run,
                 allow,
+                policy,
+                rates,
+                top_sample,
+                sizes,
             };
             // Arguments first (unknown interfaces, bad ports), then privileges.
             attach::resolve_interfaces(&request.interfaces)?;
@@ -179,37 +257,59 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             attach::unload(&layout)?;
             println!("unloaded: every link, the program and the maps are gone");
         }
-        Command::Allow { cidrs } => {
-            let nets = allowlist::parse_cidrs(&cidrs)?;
-            let mut maps = open_for_change(&layout)?;
-            let _lock = Lock::acquire(&layout)?;
-            let report = allowlist::allow(&mut maps, &nets)?;
-            for net in report.added {
-                println!("allowed {net}");
-            }
-            for net in report.present {
-                println!("{net} was already allowed");
-            }
-        }
-        Command::Revoke { cidrs } => {
-            let nets = allowlist::parse_cidrs(&cidrs)?;
-            let mut maps = open_for_change(&layout)?;
-            let _lock = Lock::acquire(&layout)?;
-            allowlist::revoke(&mut maps, &nets)?;
-            for net in nets {
-                println!("revoked {net}");
-            }
-        }
-        Command::List { json } => {
+        Command::Allow { cidrs } => add(&layout, List::Allow, &cidrs, "allowed")?,
+        Command::Deny { cidrs } => add(&layout, List::Deny, &cidrs, "denied")?,
+        Command::Revoke { cidrs } => remove(&layout, List::Allow, &cidrs, "revoked")?,
+        Command::Undeny { cidrs } => remove(&layout, List::Deny, &cidrs, "undenied")?,
+        Command::List { deny, json } => {
             let maps = open_for_read(&layout)?;
-            let nets = allowlist::list(&maps)?;
             if json {
-                let v: Vec<String> = nets.iter().map(ToString::to_string).collect();
-                println!("{}", serde_json::json!({ "allow": v }));
+                let show = |list| -> anyhow::Result<Vec<String>> {
+                    Ok(lists::entries(&maps, list)?.iter().map(ToString::to_string).collect())
+                };
+                println!(
+                    "{}",
+                    serde_json::json!({ "allow": show(List::Allow)?, "deny": show(List::Deny)? })
+                );
             } else {
-                for net in nets {
+                let list = if deny { List::Deny } else { List::Allow };
+                for net in lists::entries(&maps, list)? {
                     println!("{net}");
                 }
+            }
+        }
+        Command::Policy {
+            policy,
+            rates,
+            json,
+        } => match policy {
+            None => {
+                if rates.any() {
+                    anyhow::bail!("rate settings need a policy: guard policy rate-limit --global ...");
+                }
+                let maps = open_for_read(&layout)?;
+                let view = PolicyView::of(&maps.read_config()?);
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&view)?);
+                } else {
+                    println!("{}", view.render());
+                }
+            }
+            Some(kind) => {
+                crate::policy::validate(kind, &rates)?;
+                privileges::require_bpf()?;
+                attach::set_policy(&layout, kind, &rates)?;
+                let maps = GuardMaps::open(&layout)?;
+                println!("{}", PolicyView::of(&maps.read_config()?).render());
+            }
+        },
+        Command::Top { n, json } => {
+            let maps = open_for_read(&layout)?;
+            let talkers = top::top(&maps, n)?;
+            if json {
+                println!("{}", serde_json::json!({ "top": talkers }));
+            } else {
+                print!("{}", top::render(&talkers));
             }
         }
         Command::Status { json } => {
@@ -273,6 +373,12 @@ fn print_stats(now: &Totals, previous: Option<(&Totals, f64)>, json: bool) {
                     }),
                 );
             }
+            rates.insert(
+                "bucket_inserts".into(),
+                serde_json::json!({
+                    "per_sec": now.1.bucket_inserts.saturating_sub(prev.1.bucket_inserts) as f64 / secs,
+                }),
+            );
             v["rates"] = serde_json::Value::Object(rates);
         }
         println!("{v}");
@@ -290,6 +396,25 @@ fn open_for_read(layout: &PinLayout) -> anyhow::Result<GuardMaps> {
     GuardMaps::open(layout)
 }
 
-fn open_for_change(layout: &PinLayout) -> anyhow::Result<GuardMaps> {
-    open_for_read(layout)
+fn add(layout: &PinLayout, list: List, cidrs: &[String], done: &str) -> anyhow::Result<()> {
+    let nets = lists::parse_cidrs(cidrs)?;
+    privileges::require_bpf()?;
+    let report = attach::add_prefixes(layout, list, &nets)?;
+    for net in report.added {
+        println!("{done} {net}");
+    }
+    for net in report.present {
+        println!("{net} was already {done}");
+    }
+    Ok(())
+}
+
+fn remove(layout: &PinLayout, list: List, cidrs: &[String], done: &str) -> anyhow::Result<()> {
+    let nets = lists::parse_cidrs(cidrs)?;
+    privileges::require_bpf()?;
+    attach::remove_prefixes(layout, list, &nets)?;
+    for net in nets {
+        println!("{done} {net}");
+    }
+    Ok(())
 }

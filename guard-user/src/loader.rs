@@ -2,15 +2,49 @@
 
 use anyhow::Context as _;
 use aya::{Ebpf, EbpfLoader, programs::Xdp};
-use guard_common::maps::PROGRAM;
+use guard_common::maps::{
+    PREFIX_BUCKETS, PREFIX_BUCKETS_DEFAULT, PROGRAM, SOURCE_BUCKETS, SOURCE_BUCKETS_DEFAULT,
+    TOP_TALKERS, TOP_TALKERS_DEFAULT,
+};
 
 use crate::{maps::MAP_NAMES, object::OBJECT, pins::PinLayout};
 
-/// Loads the object with every map pinned under `layout` (existing pins are reused, missing
-/// ones created), and loads the program into the kernel. The program itself is not pinned.
-pub fn load_pinned(layout: &PinLayout) -> anyhow::Result<Ebpf> {
-    let paths: Vec<_> = MAP_NAMES.iter().map(|n| (*n, layout.map(n))).collect();
+/// Capacities of the maps whose size is chosen at load time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSizes {
+    /// Per-source rate-limit buckets.
+    pub source_buckets: u32,
+    /// Per-prefix rate-limit buckets.
+    pub prefix_buckets: u32,
+    /// Top talkers.
+    pub top_talkers: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        Self {
+            source_buckets: SOURCE_BUCKETS_DEFAULT,
+            prefix_buckets: PREFIX_BUCKETS_DEFAULT,
+            top_talkers: TOP_TALKERS_DEFAULT,
+        }
+    }
+}
+
+fn sized(sizes: &MapSizes) -> EbpfLoader<'static> {
     let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(SOURCE_BUCKETS, sizes.source_buckets)
+        .map_max_entries(PREFIX_BUCKETS, sizes.prefix_buckets)
+        .map_max_entries(TOP_TALKERS, sizes.top_talkers);
+    loader
+}
+
+/// Loads the object with every map pinned under `layout` (existing pins are reused, missing
+/// ones created with `sizes`), and loads the program into the kernel. The program itself is
+/// not pinned.
+pub fn load_pinned(layout: &PinLayout, sizes: &MapSizes) -> anyhow::Result<Ebpf> {
+    let paths: Vec<_> = MAP_NAMES.iter().map(|n| (*n, layout.map(n))).collect();
+    let mut loader = sized(sizes);
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
@@ -23,8 +57,8 @@ pub fn load_pinned(layout: &PinLayout) -> anyhow::Result<Ebpf> {
 
 /// Loads the object with private, unpinned maps, and loads the program: for tests and
 /// benchmarks that must not touch the host's guard.
-pub fn load_unpinned() -> anyhow::Result<Ebpf> {
-    let mut ebpf = EbpfLoader::new()
+pub fn load_unpinned(sizes: &MapSizes) -> anyhow::Result<Ebpf> {
+    let mut ebpf = sized(sizes)
         .load(OBJECT)
         .context("loading guard's BPF object")?;
     program(&mut ebpf)?

@@ -7,7 +7,11 @@ use aya::{
 };
 use guard_common::{
     GuardConfig,
-    maps::{ALLOW_V4, ALLOW_V6, ATTACHMENTS, AllowEntry, Attachment, CONFIG, COUNTERS},
+    maps::{
+        ALLOW_V4, ALLOW_V6, ATTACHMENTS, Attachment, CONFIG, COUNTERS, DENY_V4, DENY_V6,
+        GLOBAL_BUCKET, PREFIX_BUCKETS, PrefixEntry, SOURCE_BUCKETS, TOP_TALKERS, TopEntry,
+    },
+    ratelimit::BucketKey,
     verdict::Counter,
 };
 
@@ -15,20 +19,44 @@ use crate::pins::PinLayout;
 
 /// Every map of the guard.
 pub struct GuardMaps {
-    /// Protected ports and flags.
+    /// Protected ports, policy and flags.
     pub config: Array<MapData, GuardConfig>,
     /// Per-CPU verdict counters.
     pub counters: PerCpuArray<MapData, Counter>,
     /// IPv4 allowlist.
-    pub allow_v4: LpmTrie<MapData, [u8; 4], AllowEntry>,
+    pub allow_v4: LpmTrie<MapData, [u8; 4], PrefixEntry>,
     /// IPv6 allowlist.
-    pub allow_v6: LpmTrie<MapData, [u8; 16], AllowEntry>,
+    pub allow_v6: LpmTrie<MapData, [u8; 16], PrefixEntry>,
+    /// IPv4 denylist.
+    pub deny_v4: LpmTrie<MapData, [u8; 4], PrefixEntry>,
+    /// IPv6 denylist.
+    pub deny_v6: LpmTrie<MapData, [u8; 16], PrefixEntry>,
+    /// Per-source rate-limit buckets (LRU).
+    pub source_buckets: HashMap<MapData, BucketKey, u64>,
+    /// Per-prefix rate-limit buckets (LRU).
+    pub prefix_buckets: HashMap<MapData, BucketKey, u64>,
+    /// The global rate-limit bucket.
+    pub global_bucket: Array<MapData, u64>,
+    /// Top talkers (LRU).
+    pub top: HashMap<MapData, BucketKey, TopEntry>,
     /// Attached interfaces (user space's record).
     pub attachments: HashMap<MapData, u32, Attachment>,
 }
 
-/// The names of all maps, in pin order.
-pub const MAP_NAMES: [&str; 5] = [CONFIG, COUNTERS, ALLOW_V4, ALLOW_V6, ATTACHMENTS];
+/// The names of all maps.
+pub const MAP_NAMES: [&str; 11] = [
+    CONFIG,
+    COUNTERS,
+    ALLOW_V4,
+    ALLOW_V6,
+    DENY_V4,
+    DENY_V6,
+    SOURCE_BUCKETS,
+    PREFIX_BUCKETS,
+    GLOBAL_BUCKET,
+    TOP_TALKERS,
+    ATTACHMENTS,
+];
 
 impl GuardMaps {
     /// Opens the pinned maps under `layout`.
@@ -42,6 +70,12 @@ impl GuardMaps {
             counters: PerCpuArray::try_from(Map::PerCpuArray(pinned(COUNTERS)?))?,
             allow_v4: LpmTrie::try_from(Map::LpmTrie(pinned(ALLOW_V4)?))?,
             allow_v6: LpmTrie::try_from(Map::LpmTrie(pinned(ALLOW_V6)?))?,
+            deny_v4: LpmTrie::try_from(Map::LpmTrie(pinned(DENY_V4)?))?,
+            deny_v6: LpmTrie::try_from(Map::LpmTrie(pinned(DENY_V6)?))?,
+            source_buckets: HashMap::try_from(Map::LruHashMap(pinned(SOURCE_BUCKETS)?))?,
+            prefix_buckets: HashMap::try_from(Map::LruHashMap(pinned(PREFIX_BUCKETS)?))?,
+            global_bucket: Array::try_from(Map::Array(pinned(GLOBAL_BUCKET)?))?,
+            top: HashMap::try_from(Map::LruHashMap(pinned(TOP_TALKERS)?))?,
             attachments: HashMap::try_from(Map::HashMap(pinned(ATTACHMENTS)?))?,
         })
     }
@@ -57,6 +91,12 @@ impl GuardMaps {
             counters: PerCpuArray::try_from(take(COUNTERS)?)?,
             allow_v4: LpmTrie::try_from(take(ALLOW_V4)?)?,
             allow_v6: LpmTrie::try_from(take(ALLOW_V6)?)?,
+            deny_v4: LpmTrie::try_from(take(DENY_V4)?)?,
+            deny_v6: LpmTrie::try_from(take(DENY_V6)?)?,
+            source_buckets: HashMap::try_from(take(SOURCE_BUCKETS)?)?,
+            prefix_buckets: HashMap::try_from(take(PREFIX_BUCKETS)?)?,
+            global_bucket: Array::try_from(take(GLOBAL_BUCKET)?)?,
+            top: HashMap::try_from(take(TOP_TALKERS)?)?,
             attachments: HashMap::try_from(take(ATTACHMENTS)?)?,
         })
     }

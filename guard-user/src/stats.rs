@@ -1,14 +1,24 @@
 //! Verdict counters: summed over CPUs, rendered as a table or JSON.
 
 use anyhow::Context as _;
-use guard_common::{Verdict, verdict::Counter};
+use guard_common::{
+    Verdict,
+    verdict::{Counter, SLOT_BUCKET_INSERTS},
+};
 use serde_json::{Map, Value, json};
 
 use crate::maps::GuardMaps;
 
-/// Packets and bytes per verdict, summed over CPUs, in counter-slot order.
+/// Packets and bytes per verdict, summed over CPUs, in counter-slot order, and events.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Totals(pub Vec<(Verdict, Counter)>);
+pub struct Totals(pub Vec<(Verdict, Counter)>, pub Events);
+
+/// Counted events that are not verdicts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Events {
+    /// Rate-limit bucket entries created (source or prefix): the LRU churn.
+    pub bucket_inserts: u64,
+}
 
 impl Totals {
     /// Reads and sums the per-CPU counters.
@@ -26,7 +36,19 @@ impl Totals {
             }
             out.push((verdict, sum));
         }
-        Ok(Self(out))
+        let inserts = maps
+            .counters
+            .get(&SLOT_BUCKET_INSERTS, 0)
+            .context("reading counter bucket_inserts")?
+            .iter()
+            .map(|c| c.packets)
+            .sum();
+        Ok(Self(
+            out,
+            Events {
+                bucket_inserts: inserts,
+            },
+        ))
     }
 
     /// The counter of one verdict.
@@ -38,7 +60,7 @@ impl Totals {
             .unwrap_or_default()
     }
 
-    /// `{"counters": {"dropped": {"packets": N, "bytes": N}, ...}}`.
+    /// `{"counters": {"dropped": {"packets": N, "bytes": N}, ...}, "events": {...}}`.
     pub fn to_json(&self) -> Value {
         let mut counters = Map::new();
         for (v, c) in &self.0 {
@@ -47,7 +69,10 @@ impl Totals {
                 json!({"packets": c.packets, "bytes": c.bytes}),
             );
         }
-        json!({ "counters": counters })
+        json!({
+            "counters": counters,
+            "events": { "bucket_inserts": self.1.bucket_inserts },
+        })
     }
 
     /// A table; with `previous` and `secs`, per-second rates too.
@@ -63,6 +88,11 @@ impl Totals {
                 "VERDICT", "PACKETS", "BYTES", "PKT/S", "BYTES/S"
             )),
         }
+        let events = [(
+            "bucket_inserts",
+            self.1.bucket_inserts,
+            previous.map(|(p, secs)| (p.1.bucket_inserts, secs)),
+        )];
         for (v, c) in &self.0 {
             match previous {
                 None => s.push_str(&format!(
@@ -84,6 +114,16 @@ impl Totals {
                         bps
                     ));
                 }
+            }
+        }
+        for (name, n, prev) in events {
+            match prev {
+                None => s.push_str(&format!("{name:<22} {n:>14}\n")),
+                Some((p, secs)) => s.push_str(&format!(
+                    "{name:<22} {n:>14} {:>16} {:>12.0}\n",
+                    "",
+                    n.saturating_sub(p) as f64 / secs
+                )),
             }
         }
         s

@@ -3,7 +3,8 @@
 use serde::Serialize;
 
 use crate::{
-    allowlist,
+    lists::{self, List},
+    policy::PolicyView,
     attach::{AttachedMode, attachment_name, linked_interfaces, require_loaded},
     maps::GuardMaps,
     pins::PinLayout,
@@ -40,6 +41,14 @@ pub struct Status {
     pub allow_v4: usize,
     /// IPv6 prefixes allowlisted.
     pub allow_v6: usize,
+    /// IPv4 prefixes denylisted.
+    pub deny_v4: usize,
+    /// IPv6 prefixes denylisted.
+    pub deny_v6: usize,
+    /// Policy for non-allowlisted sources.
+    pub policy: PolicyView,
+    /// Top-talker sampling: one drop in N is recorded (0: off).
+    pub top_sample: u32,
     /// Interfaces with a guard link.
     pub interfaces: Vec<InterfaceStatus>,
     /// Number of stale links (see `interfaces`); `guard detach NAME` removes one.
@@ -52,7 +61,8 @@ impl Status {
         require_loaded(layout)?;
         let maps = GuardMaps::open(layout)?;
         let config = maps.read_config()?;
-        let (allow_v4, allow_v6) = allowlist::sizes(&maps)?;
+        let (allow_v4, allow_v6) = lists::sizes(&maps, List::Allow);
+        let (deny_v4, deny_v6) = lists::sizes(&maps, List::Deny);
         let records: Vec<_> = maps.attachments.iter().filter_map(Result::ok).collect();
         let mut interfaces = Vec::new();
         for name in linked_interfaces(layout)? {
@@ -79,6 +89,10 @@ impl Status {
             dry_run: config.dry_run(),
             allow_v4,
             allow_v6,
+            deny_v4,
+            deny_v6,
+            policy: PolicyView::of(&config),
+            top_sample: config.top_sample,
             interfaces,
             stale_links,
         })
@@ -88,13 +102,16 @@ impl Status {
     pub fn render(&self) -> String {
         let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
         let mut s = format!(
-            "pin path:   {} (abi-{})\nports:      {} (udp)\ndry-run:    {}\nallowlist:  {} IPv4, {} IPv6 prefixes\n",
+            "pin path:   {} (abi-{})\nports:      {} (udp)\npolicy:     {}\ndry-run:    {}\nallowlist:  {} IPv4, {} IPv6 prefixes\ndenylist:   {} IPv4, {} IPv6 prefixes\n",
             self.pin_path,
             self.abi,
             ports.join(", "),
+            self.policy.render(),
             if self.dry_run { "on" } else { "off" },
             self.allow_v4,
-            self.allow_v6
+            self.allow_v6,
+            self.deny_v4,
+            self.deny_v6
         );
         if self.interfaces.is_empty() {
             s.push_str("interfaces: none (loaded, not attached)\n");

@@ -1,18 +1,39 @@
-//! The allowlist: CIDR parsing and validation, and all-or-nothing changes to the maps.
+//! The allowlist and denylist: CIDR parsing and validation, and all-or-nothing changes to
+//! the maps.
 //!
-//! This module is the only user-space code that knows how prefixes are stored (two LPM tries
-//! today); callers deal in [`IpNet`]s.
+//! This module is the only user-space code that knows how prefixes are stored (one LPM trie
+//! per list and family today); callers deal in [`List`]s and [`IpNet`]s.
 
 use std::{collections::BTreeSet, io};
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::maps::{LpmTrie, MapData, MapError, lpm_trie::Key};
-use guard_common::maps::AllowEntry;
+use guard_common::maps::PrefixEntry;
 use ipnet::IpNet;
 
 use crate::maps::GuardMaps;
 
 const BPF_NOEXIST: u64 = 1;
+
+/// Which prefix list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum List {
+    /// Sources that may reach protected ports.
+    Allow,
+    /// Sources dropped outright, under either policy, unless a more specific allowlist entry
+    /// holds them.
+    Deny,
+}
+
+impl List {
+    /// `allowlist` or `denylist`.
+    pub fn name(self) -> &'static str {
+        match self {
+            List::Allow => "allowlist",
+            List::Deny => "denylist",
+        }
+    }
+}
 
 /// Parses one CIDR (`10.0.0.0/8`, `2001:db8::/32`) or bare address (a host prefix).
 /// Host bits set (`10.0.0.1/8`) are an error that suggests the network.
@@ -65,33 +86,31 @@ fn errno(e: &MapError) -> Option<i32> {
     }
 }
 
-enum Tries<'a> {
-    V4(&'a mut LpmTrie<MapData, [u8; 4], AllowEntry>),
-    V6(&'a mut LpmTrie<MapData, [u8; 16], AllowEntry>),
+type TrieV4 = LpmTrie<MapData, [u8; 4], PrefixEntry>;
+type TrieV6 = LpmTrie<MapData, [u8; 16], PrefixEntry>;
+
+fn tries(maps: &mut GuardMaps, list: List) -> (&mut TrieV4, &mut TrieV6) {
+    match list {
+        List::Allow => (&mut maps.allow_v4, &mut maps.allow_v6),
+        List::Deny => (&mut maps.deny_v4, &mut maps.deny_v6),
+    }
 }
 
-fn trie_of<'a>(maps: &'a mut GuardMaps, net: &IpNet) -> Tries<'a> {
-    match net {
-        IpNet::V4(_) => Tries::V4(&mut maps.allow_v4),
-        IpNet::V6(_) => Tries::V6(&mut maps.allow_v6),
+fn tries_ref(maps: &GuardMaps, list: List) -> (&TrieV4, &TrieV6) {
+    match list {
+        List::Allow => (&maps.allow_v4, &maps.allow_v6),
+        List::Deny => (&maps.deny_v4, &maps.deny_v6),
     }
 }
 
 /// Inserts `net` unless present: Ok(true) when inserted, Ok(false) when already there.
-fn insert(maps: &mut GuardMaps, net: &IpNet) -> Result<bool, MapError> {
+fn insert(maps: &mut GuardMaps, list: List, net: &IpNet) -> Result<bool, MapError> {
     let len = u32::from(net.prefix_len());
-    let r = match (trie_of(maps, net), net) {
-        (Tries::V4(t), IpNet::V4(n)) => t.insert(
-            &Key::new(len, n.addr().octets()),
-            AllowEntry::default(),
-            BPF_NOEXIST,
-        ),
-        (Tries::V6(t), IpNet::V6(n)) => t.insert(
-            &Key::new(len, n.addr().octets()),
-            AllowEntry::default(),
-            BPF_NOEXIST,
-        ),
-        _ => unreachable!("trie_of matches the family"),
+    let entry = PrefixEntry { prefix_len: len };
+    let (v4, v6) = tries(maps, list);
+    let r = match net {
+        IpNet::V4(n) => v4.insert(&Key::new(len, n.addr().octets()), entry, BPF_NOEXIST),
+        IpNet::V6(n) => v6.insert(&Key::new(len, n.addr().octets()), entry, BPF_NOEXIST),
     };
     match r {
         Ok(()) => Ok(true),
@@ -101,32 +120,33 @@ fn insert(maps: &mut GuardMaps, net: &IpNet) -> Result<bool, MapError> {
 }
 
 /// Removes exactly `net` (not a covering prefix).
-fn remove(maps: &mut GuardMaps, net: &IpNet) -> Result<(), MapError> {
+fn remove(maps: &mut GuardMaps, list: List, net: &IpNet) -> Result<(), MapError> {
     let len = u32::from(net.prefix_len());
-    match (trie_of(maps, net), net) {
-        (Tries::V4(t), IpNet::V4(n)) => t.remove(&Key::new(len, n.addr().octets())),
-        (Tries::V6(t), IpNet::V6(n)) => t.remove(&Key::new(len, n.addr().octets())),
-        _ => unreachable!("trie_of matches the family"),
+    let (v4, v6) = tries(maps, list);
+    match net {
+        IpNet::V4(n) => v4.remove(&Key::new(len, n.addr().octets())),
+        IpNet::V6(n) => v6.remove(&Key::new(len, n.addr().octets())),
     }
 }
 
-/// Allowlists every prefix, or none: on any failure (a full map) the ones inserted by this
-/// call are removed again and the error says why.
-pub fn allow(maps: &mut GuardMaps, nets: &[IpNet]) -> anyhow::Result<Added> {
+/// Adds every prefix to `list`, or none: on any failure (a full map) the ones inserted by
+/// this call are removed again and the error says why.
+pub fn add(maps: &mut GuardMaps, list: List, nets: &[IpNet]) -> anyhow::Result<Added> {
     let mut report = Added::default();
     for net in nets {
-        match insert(maps, net) {
+        match insert(maps, list, net) {
             Ok(true) => report.added.push(*net),
             Ok(false) => report.present.push(*net),
             Err(e) => {
                 for done in &report.added {
-                    let _ = remove(maps, done);
+                    let _ = remove(maps, list, done);
                 }
                 let full = matches!(errno(&e), Some(libc::ENOSPC) | Some(libc::E2BIG));
                 return Err(if full {
                     anyhow!(
-                        "the {} allowlist is full ({} prefixes): nothing was added",
+                        "the {} {} is full ({} prefixes): nothing was added",
                         family(net),
+                        list.name(),
                         capacity(net)
                     )
                 } else {
@@ -138,43 +158,58 @@ pub fn allow(maps: &mut GuardMaps, nets: &[IpNet]) -> anyhow::Result<Added> {
     Ok(report)
 }
 
-/// Removes every prefix, or none: each must be allowlisted exactly as given.
-pub fn revoke(maps: &mut GuardMaps, nets: &[IpNet]) -> anyhow::Result<()> {
+/// Removes every prefix from `list`, or none: each must be there exactly as given.
+pub fn remove_all(maps: &mut GuardMaps, list: List, nets: &[IpNet]) -> anyhow::Result<()> {
     let mut removed = Vec::new();
     for net in nets {
-        if let Err(e) = remove(maps, net) {
+        if let Err(e) = remove(maps, list, net) {
             for done in &removed {
-                let _ = insert(maps, done);
+                let _ = insert(maps, list, done);
             }
             if errno(&e) == Some(libc::ENOENT) {
-                bail!("{net} is not allowlisted: nothing was revoked");
+                bail!("{net} is not on the {}: nothing was removed", list.name());
             }
-            return Err(anyhow!(e).context(format!("revoking {net}: nothing was revoked")));
+            return Err(anyhow!(e).context(format!("removing {net}: nothing was removed")));
         }
         removed.push(*net);
     }
     Ok(())
 }
 
-/// Every allowlisted prefix, IPv4 first, sorted.
-pub fn list(maps: &GuardMaps) -> anyhow::Result<Vec<IpNet>> {
+/// Every prefix on `list`, IPv4 first, sorted.
+pub fn entries(maps: &GuardMaps, list: List) -> anyhow::Result<Vec<IpNet>> {
+    let (v4, v6) = tries_ref(maps, list);
     let mut out = BTreeSet::new();
-    for key in maps.allow_v4.keys() {
-        let key = key.context("reading the IPv4 allowlist")?;
+    for key in v4.keys() {
+        let key = key.with_context(|| format!("reading the IPv4 {}", list.name()))?;
         out.insert(net_of(key.data().into(), key.prefix_len())?);
     }
-    for key in maps.allow_v6.keys() {
-        let key = key.context("reading the IPv6 allowlist")?;
+    for key in v6.keys() {
+        let key = key.with_context(|| format!("reading the IPv6 {}", list.name()))?;
         out.insert(net_of(key.data().into(), key.prefix_len())?);
     }
     Ok(out.into_iter().collect())
 }
 
-/// The number of IPv4 and IPv6 prefixes.
-pub fn sizes(maps: &GuardMaps) -> anyhow::Result<(usize, usize)> {
-    let v4 = maps.allow_v4.keys().count();
-    let v6 = maps.allow_v6.keys().count();
-    Ok((v4, v6))
+/// The number of IPv4 and IPv6 prefixes on `list`.
+pub fn sizes(maps: &GuardMaps, list: List) -> (usize, usize) {
+    let (v4, v6) = tries_ref(maps, list);
+    (v4.keys().count(), v6.keys().count())
+}
+
+/// Allowlists every prefix, or none.
+pub fn allow(maps: &mut GuardMaps, nets: &[IpNet]) -> anyhow::Result<Added> {
+    add(maps, List::Allow, nets)
+}
+
+/// Removes every prefix from the allowlist, or none.
+pub fn revoke(maps: &mut GuardMaps, nets: &[IpNet]) -> anyhow::Result<()> {
+    remove_all(maps, List::Allow, nets)
+}
+
+/// Every allowlisted prefix.
+pub fn list(maps: &GuardMaps) -> anyhow::Result<Vec<IpNet>> {
+    entries(maps, List::Allow)
 }
 
 fn net_of(addr: std::net::IpAddr, len: u32) -> anyhow::Result<IpNet> {
