@@ -10,17 +10,29 @@ use crate::{
     verdict::Verdict,
 };
 
+/// The result of a list lookup: 0 when no prefix holds the address, else the longest
+/// matching prefix's length plus one. A more specific match compares greater and "no match"
+/// is least. (A plain integer on purpose: an `Option<u32>` leaves its payload undefined when
+/// `None`, and the verifier rejects reading such a register.)
+pub type Match = u32;
+
+/// The [`Match`] of a prefix of length `len`.
+#[inline(always)]
+pub const fn matched(len: u32) -> Match {
+    len + 1
+}
+
 /// Allowlist and denylist lookups, injected: BPF maps in the kernel, plain tables in host
-/// tests. Each returns the length of the longest matching prefix.
+/// tests.
 pub trait Lists {
     /// Longest allowlisted prefix holding this IPv4 source.
-    fn allow_v4(&self, addr: [u8; 4]) -> Option<u32>;
+    fn allow_v4(&self, addr: [u8; 4]) -> Match;
     /// Longest allowlisted prefix holding this IPv6 source.
-    fn allow_v6(&self, addr: [u8; 16]) -> Option<u32>;
+    fn allow_v6(&self, addr: [u8; 16]) -> Match;
     /// Longest denylisted prefix holding this IPv4 source.
-    fn deny_v4(&self, addr: [u8; 4]) -> Option<u32>;
+    fn deny_v4(&self, addr: [u8; 4]) -> Match;
     /// Longest denylisted prefix holding this IPv6 source.
-    fn deny_v6(&self, addr: [u8; 16]) -> Option<u32>;
+    fn deny_v6(&self, addr: [u8; 16]) -> Match;
 }
 
 /// A verdict and, for UDP to a protected port, the source it was about.
@@ -92,24 +104,31 @@ where
     let (allow, deny) = match net.source {
         Source::V4(addr) => (
             lists.allow_v4(addr),
-            if config.has_deny() { lists.deny_v4(addr) } else { None },
+            if config.has_deny() {
+                lists.deny_v4(addr)
+            } else {
+                0
+            },
         ),
         Source::V6(addr) => (
             lists.allow_v6(addr),
-            if config.has_deny() { lists.deny_v6(addr) } else { None },
+            if config.has_deny() {
+                lists.deny_v6(addr)
+            } else {
+                0
+            },
         ),
     };
-    Ok(match (allow, deny) {
-        (Some(a), Some(d)) if d >= a => Verdict::Denied,
-        (None, Some(_)) => Verdict::Denied,
-        (Some(_), _) => Verdict::Allowlisted,
-        (None, None) if !config.rate_limited() => Verdict::DroppedNotAllowlisted,
-        (None, None) => {
-            if admit(buckets, &config.rate, &net.source) {
-                Verdict::RatePassed
-            } else {
-                Verdict::RateLimited
-            }
-        }
+    // The denylist wins over an allowlist match of the same or a shorter prefix.
+    Ok(if deny != 0 && deny >= allow {
+        Verdict::Denied
+    } else if allow != 0 {
+        Verdict::Allowlisted
+    } else if !config.rate_limited() {
+        Verdict::DroppedNotAllowlisted
+    } else if admit(buckets, &config.rate, &net.source) {
+        Verdict::RatePassed
+    } else {
+        Verdict::RateLimited
     })
 }

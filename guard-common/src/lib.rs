@@ -14,7 +14,7 @@ pub mod parse;
 pub mod ratelimit;
 pub mod verdict;
 
-pub use classify::{Decision, Lists, classify};
+pub use classify::{Decision, Lists, Match, classify, matched};
 pub use config::GuardConfig;
 pub use parse::Packet;
 pub use verdict::{Action, Verdict};

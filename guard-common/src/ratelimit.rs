@@ -46,19 +46,17 @@ impl RateSpec {
 
     /// The sustained rate, datagrams per second.
     pub const fn per_sec(&self) -> u64 {
-        if self.interval_ns == 0 {
-            0
-        } else {
-            NS_PER_SEC / self.interval_ns
+        match NS_PER_SEC.checked_div(self.interval_ns) {
+            Some(r) => r,
+            None => 0,
         }
     }
 
     /// The burst, datagrams.
     pub const fn burst(&self) -> u64 {
-        if self.interval_ns == 0 {
-            0
-        } else {
-            self.tolerance_ns / self.interval_ns
+        match self.tolerance_ns.checked_div(self.interval_ns) {
+            Some(b) => b,
+            None => 0,
         }
     }
 }
@@ -101,7 +99,9 @@ pub type BucketKey = [u8; 16];
 #[inline(always)]
 pub fn source_key(source: &Source) -> BucketKey {
     match source {
-        Source::V4(a) => [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]],
+        Source::V4(a) => [
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+        ],
         Source::V6(a) => *a,
     }
 }
@@ -245,7 +245,10 @@ mod tests {
         let back = t0 + 3540 * NS_PER_SEC;
         assert_eq!(run(&s, &mut tat, back, 10), 0);
         // ...until the clock catches up.
-        assert_eq!(run(&s, &mut tat, t0 + 3600 * NS_PER_SEC + NS_PER_SEC, 10), 5);
+        assert_eq!(
+            run(&s, &mut tat, t0 + 3600 * NS_PER_SEC + NS_PER_SEC, 10),
+            5
+        );
     }
 
     #[test]

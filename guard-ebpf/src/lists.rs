@@ -7,8 +7,9 @@ use aya_ebpf::{
     maps::{LpmTrie, lpm_trie::Key},
 };
 use guard_common::{
-    Lists,
+    Lists, Match,
     maps::{ALLOW_V4_MAX, ALLOW_V6_MAX, PrefixEntry},
+    matched,
 };
 
 /// IPv4 allowlist.
@@ -32,22 +33,30 @@ pub struct MapLists;
 
 impl Lists for MapLists {
     #[inline(always)]
-    fn allow_v4(&self, addr: [u8; 4]) -> Option<u32> {
-        GUARD_ALLOW_V4.get(Key::new(32, addr)).map(|e| e.prefix_len)
+    fn allow_v4(&self, addr: [u8; 4]) -> Match {
+        GUARD_ALLOW_V4
+            .get(Key::new(32, addr))
+            .map_or(0, |e| matched(e.prefix_len))
     }
 
     #[inline(always)]
-    fn allow_v6(&self, addr: [u8; 16]) -> Option<u32> {
-        GUARD_ALLOW_V6.get(Key::new(128, addr)).map(|e| e.prefix_len)
+    fn allow_v6(&self, addr: [u8; 16]) -> Match {
+        GUARD_ALLOW_V6
+            .get(Key::new(128, addr))
+            .map_or(0, |e| matched(e.prefix_len))
     }
 
     #[inline(always)]
-    fn deny_v4(&self, addr: [u8; 4]) -> Option<u32> {
-        GUARD_DENY_V4.get(Key::new(32, addr)).map(|e| e.prefix_len)
+    fn deny_v4(&self, addr: [u8; 4]) -> Match {
+        GUARD_DENY_V4
+            .get(Key::new(32, addr))
+            .map_or(0, |e| matched(e.prefix_len))
     }
 
     #[inline(always)]
-    fn deny_v6(&self, addr: [u8; 16]) -> Option<u32> {
-        GUARD_DENY_V6.get(Key::new(128, addr)).map(|e| e.prefix_len)
+    fn deny_v6(&self, addr: [u8; 16]) -> Match {
+        GUARD_DENY_V6
+            .get(Key::new(128, addr))
+            .map_or(0, |e| matched(e.prefix_len))
     }
 }

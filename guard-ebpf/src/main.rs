@@ -57,7 +57,12 @@ pub fn guard(ctx: XdpContext) -> u32 {
         && is_drop(decision.verdict)
         && seen & u64::from(config.top_sample - 1) == 0
     {
-        top::record(&source, decision.verdict, bytes, u64::from(config.top_sample));
+        top::record(
+            &source,
+            decision.verdict,
+            bytes,
+            u64::from(config.top_sample),
+        );
     }
     match decision.verdict.action() {
         Action::Pass => xdp_action::XDP_PASS,
@@ -70,7 +75,10 @@ pub fn guard(ctx: XdpContext) -> u32 {
 fn is_drop(verdict: Verdict) -> bool {
     matches!(
         verdict,
-        Verdict::DroppedNotAllowlisted | Verdict::RateLimited | Verdict::Denied | Verdict::WouldDrop
+        Verdict::DroppedNotAllowlisted
+            | Verdict::RateLimited
+            | Verdict::Denied
+            | Verdict::WouldDrop
     )
 }
 

@@ -20,8 +20,8 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::{
-    loader::{self, MapSizes},
     lists::{self, List},
+    loader::{self, MapSizes},
     maps::GuardMaps,
     pins::{Lock, PinLayout},
     policy::{self, PolicyKind, RateArgs},
@@ -494,7 +494,9 @@ fn check_sizes(layout: &PinLayout, sizes: &MapSizes) -> anyhow::Result<()> {
         (PREFIX_BUCKETS, sizes.prefix_buckets, "--prefix-buckets"),
         (TOP_TALKERS, sizes.top_talkers, "--top-talkers"),
     ] {
-        let have = aya::maps::MapData::from_pin(layout.map(name))?.info()?.max_entries();
+        let have = aya::maps::MapData::from_pin(layout.map(name))?
+            .info()?
+            .max_entries();
         if have != want {
             bail!(
                 "{flag} {want}: the loaded guard's map holds {have}; map sizes are fixed when \
@@ -514,7 +516,11 @@ pub fn set_policy(layout: &PinLayout, kind: PolicyKind, rates: &RateArgs) -> any
 }
 
 /// Adds prefixes to a list, live, keeping the config's denylist flag in step.
-pub fn add_prefixes(layout: &PinLayout, list: List, nets: &[IpNet]) -> anyhow::Result<lists::Added> {
+pub fn add_prefixes(
+    layout: &PinLayout,
+    list: List,
+    nets: &[IpNet],
+) -> anyhow::Result<lists::Added> {
     require_loaded(layout)?;
     let _lock = Lock::acquire(layout)?;
     let mut maps = GuardMaps::open(layout)?;

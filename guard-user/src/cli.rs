@@ -207,15 +207,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 lists::parse_cidrs(&allow)?
             };
-            let sizes = (source_buckets.is_some() || prefix_buckets.is_some() || top_talkers.is_some())
-                .then(|| {
-                    let d = MapSizes::default();
-                    MapSizes {
-                        source_buckets: source_buckets.unwrap_or(d.source_buckets),
-                        prefix_buckets: prefix_buckets.unwrap_or(d.prefix_buckets),
-                        top_talkers: top_talkers.unwrap_or(d.top_talkers),
-                    }
-                });
+            let sizes =
+                (source_buckets.is_some() || prefix_buckets.is_some() || top_talkers.is_some())
+                    .then(|| {
+                        let d = MapSizes::default();
+                        MapSizes {
+                            source_buckets: source_buckets.unwrap_or(d.source_buckets),
+                            prefix_buckets: prefix_buckets.unwrap_or(d.prefix_buckets),
+                            top_talkers: top_talkers.unwrap_or(d.top_talkers),
+                        }
+                    });
             let request = AttachRequest {
                 interfaces,
                 mode,
@@ -265,7 +266,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let maps = open_for_read(&layout)?;
             if json {
                 let show = |list| -> anyhow::Result<Vec<String>> {
-                    Ok(lists::entries(&maps, list)?.iter().map(ToString::to_string).collect())
+                    Ok(lists::entries(&maps, list)?
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect())
                 };
                 println!(
                     "{}",
@@ -285,7 +289,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => match policy {
             None => {
                 if rates.any() {
-                    anyhow::bail!("rate settings need a policy: guard policy rate-limit --global ...");
+                    anyhow::bail!(
+                        "rate settings need a policy: guard policy rate-limit --global ..."
+                    );
                 }
                 let maps = open_for_read(&layout)?;
                 let view = PolicyView::of(&maps.read_config()?);

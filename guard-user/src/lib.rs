@@ -10,6 +10,6 @@ pub mod pins;
 pub mod policy;
 pub mod privileges;
 pub mod stats;
-pub mod top;
 pub mod status;
 pub mod sys;
+pub mod top;

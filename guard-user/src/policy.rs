@@ -39,7 +39,10 @@ impl FromStr for Rate {
             })
         };
         let per_sec = number("rate", rate)?;
-        ensure!(per_sec >= 1, "invalid rate {s:?}: the rate must be at least 1 per second");
+        ensure!(
+            per_sec >= 1,
+            "invalid rate {s:?}: the rate must be at least 1 per second"
+        );
         ensure!(
             per_sec <= 1_000_000_000,
             "invalid rate {s:?}: at most 1000000000 per second"
@@ -48,7 +51,10 @@ impl FromStr for Rate {
             Some(b) => number("burst", b)?,
             None => per_sec,
         };
-        ensure!(burst >= 1, "invalid rate {s:?}: the burst must be at least 1");
+        ensure!(
+            burst >= 1,
+            "invalid rate {s:?}: the burst must be at least 1"
+        );
         let rate = Rate { per_sec, burst };
         ensure!(
             rate.spec().is_some(),
@@ -222,8 +228,20 @@ mod tests {
 
     #[test]
     fn parses_rates() {
-        assert_eq!("100".parse::<Rate>().unwrap(), Rate { per_sec: 100, burst: 100 });
-        assert_eq!("100/5".parse::<Rate>().unwrap(), Rate { per_sec: 100, burst: 5 });
+        assert_eq!(
+            "100".parse::<Rate>().unwrap(),
+            Rate {
+                per_sec: 100,
+                burst: 100
+            }
+        );
+        assert_eq!(
+            "100/5".parse::<Rate>().unwrap(),
+            Rate {
+                per_sec: 100,
+                burst: 5
+            }
+        );
         for bad in ["0", "-1", "10/0", "10/-2", "x", "", "1/2/3", "10/", "/10"] {
             assert!(bad.parse::<Rate>().is_err(), "{bad}");
         }
@@ -236,7 +254,10 @@ mod tests {
     #[test]
     fn rates_on_a_drop_policy_are_refused() {
         let rates = RateArgs {
-            global: Some(Rate { per_sec: 1, burst: 1 }),
+            global: Some(Rate {
+                per_sec: 1,
+                burst: 1,
+            }),
             ..Default::default()
         };
         assert!(validate(PolicyKind::Drop, &rates).is_err());

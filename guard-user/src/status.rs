@@ -3,11 +3,11 @@
 use serde::Serialize;
 
 use crate::{
-    lists::{self, List},
-    policy::PolicyView,
     attach::{AttachedMode, attachment_name, linked_interfaces, require_loaded},
+    lists::{self, List},
     maps::GuardMaps,
     pins::PinLayout,
+    policy::PolicyView,
     sys,
 };
 

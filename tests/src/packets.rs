@@ -4,15 +4,23 @@
 //! the classifier: the host test checks the classifier against them, the kernel test checks
 //! the loaded XDP program against both.
 
+use std::{
+    cell::{Cell, RefCell},
+    collections::HashMap,
+    net::IpAddr,
+};
+
 use guard_common::{
-    Allowlist, GuardConfig, Verdict,
+    GuardConfig, Lists, Match, Verdict, classify,
     config::MEMCACHED_PORT,
+    matched,
     parse::{
         ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_AH, IPPROTO_DSTOPTS,
         IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_UDP,
     },
+    ratelimit::{BucketKey, Buckets},
 };
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::IpNet;
 
 /// IP protocol number of TCP.
 pub const IPPROTO_TCP: u8 = 6;
@@ -59,39 +67,120 @@ pub fn table_config() -> GuardConfig {
     c
 }
 
-/// A plain allowlist for host tests: linear scans over [`IpNet`]s (independent of any trie).
+/// Plain allowlist and denylist for host tests: linear scans over [`IpNet`]s (independent of
+/// any trie), returning the longest matching prefix.
 #[derive(Clone, Debug, Default)]
-pub struct HostAllowlist {
-    v4: Vec<Ipv4Net>,
-    v6: Vec<Ipv6Net>,
+pub struct HostLists {
+    allow: Vec<IpNet>,
+    deny: Vec<IpNet>,
 }
 
-impl HostAllowlist {
-    /// An allowlist of these prefixes.
-    pub fn new(nets: &[IpNet]) -> Self {
-        let mut a = Self::default();
-        for n in nets {
-            match n {
-                IpNet::V4(n) => a.v4.push(*n),
-                IpNet::V6(n) => a.v6.push(*n),
-            }
+impl HostLists {
+    /// An allowlist of these prefixes and an empty denylist.
+    pub fn new(allow: &[IpNet]) -> Self {
+        Self::with_deny(allow, &[])
+    }
+
+    /// An allowlist and a denylist.
+    pub fn with_deny(allow: &[IpNet], deny: &[IpNet]) -> Self {
+        Self {
+            allow: allow.to_vec(),
+            deny: deny.to_vec(),
         }
-        a
     }
 }
 
-impl Allowlist for HostAllowlist {
-    fn allows_v4(&self, addr: [u8; 4]) -> bool {
-        self.v4
-            .iter()
-            .any(|n| n.contains(&std::net::Ipv4Addr::from(addr)))
+fn longest(nets: &[IpNet], addr: IpAddr) -> Match {
+    nets.iter()
+        .filter(|n| n.contains(&addr))
+        .map(|n| matched(u32::from(n.prefix_len())))
+        .max()
+        .unwrap_or(0)
+}
+
+impl Lists for HostLists {
+    fn allow_v4(&self, addr: [u8; 4]) -> Match {
+        longest(&self.allow, IpAddr::from(addr))
     }
 
-    fn allows_v6(&self, addr: [u8; 16]) -> bool {
-        self.v6
-            .iter()
-            .any(|n| n.contains(&std::net::Ipv6Addr::from(addr)))
+    fn allow_v6(&self, addr: [u8; 16]) -> Match {
+        longest(&self.allow, IpAddr::from(addr))
     }
+
+    fn deny_v4(&self, addr: [u8; 4]) -> Match {
+        longest(&self.deny, IpAddr::from(addr))
+    }
+
+    fn deny_v6(&self, addr: [u8; 16]) -> Match {
+        longest(&self.deny, IpAddr::from(addr))
+    }
+}
+
+/// Rate-limit buckets for host tests: hash maps and a clock the test sets. `global` never
+/// fails its compare-and-swap (one thread).
+#[derive(Debug, Default)]
+pub struct HostBuckets {
+    /// The clock, nanoseconds.
+    pub now: Cell<u64>,
+    /// The global bucket's time.
+    pub global: Cell<u64>,
+    /// Per-prefix buckets.
+    pub prefixes: RefCell<HashMap<BucketKey, u64>>,
+    /// Per-source buckets.
+    pub sources: RefCell<HashMap<BucketKey, u64>>,
+}
+
+impl HostBuckets {
+    /// Empty buckets with the clock at `now`.
+    pub fn at(now: u64) -> Self {
+        let b = Self::default();
+        b.now.set(now);
+        b
+    }
+}
+
+impl Buckets for HostBuckets {
+    fn now_ns(&self) -> u64 {
+        self.now.get()
+    }
+
+    fn global(&self) -> u64 {
+        self.global.get()
+    }
+
+    fn commit_global(&self, old: u64, new: u64) -> bool {
+        if self.global.get() != old {
+            return false;
+        }
+        self.global.set(new);
+        true
+    }
+
+    fn prefix(&self, key: &BucketKey) -> Option<u64> {
+        self.prefixes.borrow().get(key).copied()
+    }
+
+    fn set_prefix(&self, key: &BucketKey, tat: u64) {
+        self.prefixes.borrow_mut().insert(*key, tat);
+    }
+
+    fn source(&self, key: &BucketKey) -> Option<u64> {
+        self.sources.borrow().get(key).copied()
+    }
+
+    fn set_source(&self, key: &BucketKey, tat: u64) {
+        self.sources.borrow_mut().insert(*key, tat);
+    }
+}
+
+/// The host model's verdict for one frame.
+pub fn host_verdict(
+    frame: &[u8],
+    config: &GuardConfig,
+    lists: &HostLists,
+    buckets: &HostBuckets,
+) -> Verdict {
+    classify(frame, config, lists, buckets).verdict
 }
 
 /// An Ethernet header with optional VLAN tags (outermost first), then `ethertype`.

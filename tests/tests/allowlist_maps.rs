@@ -3,11 +3,15 @@
 
 use guard_common::maps::ALLOW_V4_MAX;
 use guard_tests::privilege::require_privileges;
-use guard_user::{allowlist, loader, maps::GuardMaps};
+use guard_user::{
+    lists as allowlist,
+    loader::{self, MapSizes},
+    maps::GuardMaps,
+};
 use ipnet::IpNet;
 
 fn fresh() -> (aya::Ebpf, GuardMaps) {
-    let mut ebpf = loader::load_unpinned().expect("load");
+    let mut ebpf = loader::load_unpinned(&MapSizes::default()).expect("load");
     let maps = GuardMaps::take(&mut ebpf).expect("maps");
     (ebpf, maps)
 }
@@ -33,7 +37,7 @@ fn a_full_map_is_an_error_and_the_batch_is_rolled_back() {
     let err = allowlist::allow(&mut maps, &batch).unwrap_err().to_string();
     assert!(err.contains("allowlist is full"), "{err}");
     assert!(err.contains("nothing was added"), "{err}");
-    let (v4, v6) = allowlist::sizes(&maps).unwrap();
+    let (v4, v6) = allowlist::sizes(&maps, allowlist::List::Allow);
     assert_eq!((v4, v6), (fill.len(), 0));
     // The last slot is still usable, and a re-add of a present prefix is not an error.
     let one = nets(&["192.0.2.0/24"]);
@@ -54,7 +58,7 @@ fn revoke_is_exact_and_all_or_nothing() {
     let err = allowlist::revoke(&mut maps, &nets(&["10.0.0.0/8", "10.1.2.0/24"]))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("10.1.2.0/24 is not allowlisted"), "{err}");
+    assert!(err.contains("10.1.2.0/24 is not on the allowlist"), "{err}");
     assert_eq!(allowlist::list(&maps).unwrap(), set);
     allowlist::revoke(&mut maps, &nets(&["10.1.0.0/16", "2001:db8::/32"])).unwrap();
     assert_eq!(allowlist::list(&maps).unwrap(), nets(&["10.0.0.0/8"]));

@@ -1,14 +1,14 @@
 //! The reference classifier on the table of crafted frames (host only, no privileges).
 
-use guard_common::{GuardConfig, Verdict, classify, config::MEMCACHED_PORT};
+use guard_common::{GuardConfig, Verdict, config::MEMCACHED_PORT};
 use guard_tests::packets::{
-    HostAllowlist, V4, V4_OTHER, V6_OTHER, cases, table_allowlist, table_config, truncations,
-    v4_probe, v6_probe,
+    HostBuckets, HostLists, V4, V4_OTHER, V6_OTHER, cases, host_verdict, table_allowlist,
+    table_config, truncations, v4_probe, v6_probe,
 };
 use ipnet::IpNet;
 
 fn judge(frame: &[u8], config: &GuardConfig, allow: &[IpNet]) -> Verdict {
-    classify(frame, config, &HostAllowlist::new(allow))
+    host_verdict(frame, config, &HostLists::new(allow), &HostBuckets::at(1))
 }
 
 #[test]

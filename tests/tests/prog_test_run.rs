@@ -8,12 +8,20 @@ use aya::{
     Ebpf,
     programs::{TestRun as _, TestRunOptions},
 };
-use guard_common::{Action, GuardConfig, Verdict, classify, verdict::Counter};
+use guard_common::{Action, GuardConfig, Verdict, verdict::Counter};
 use guard_tests::{
-    packets::{Case, HostAllowlist, cases, table_allowlist, table_config, truncations},
+    packets::{
+        Case, HostBuckets, HostLists, cases, host_verdict, table_allowlist, table_config,
+        truncations,
+    },
     privilege::require_privileges,
 };
-use guard_user::{allowlist, loader, maps::GuardMaps, stats::Totals};
+use guard_user::{
+    lists as allowlist,
+    loader::{self, MapSizes},
+    maps::GuardMaps,
+    stats::Totals,
+};
 use ipnet::IpNet;
 
 const XDP_DROP: u32 = 1;
@@ -27,7 +35,8 @@ struct Loaded {
 }
 
 fn load(config: &GuardConfig, allow: &[IpNet]) -> Loaded {
-    let mut ebpf = loader::load_unpinned().expect("the XDP program loads and verifies");
+    let mut ebpf =
+        loader::load_unpinned(&MapSizes::default()).expect("the XDP program loads and verifies");
     let mut maps = GuardMaps::take(&mut ebpf).expect("maps");
     maps.write_config(config).expect("config");
     if !allow.is_empty() {
@@ -62,11 +71,12 @@ fn check(
     allow: &[IpNet],
     table: &[Case],
 ) -> (Vec<String>, HashMap<Verdict, Counter>) {
-    let host = HostAllowlist::new(allow);
+    let host = HostLists::new(allow);
+    let buckets = HostBuckets::at(1);
     let mut wrong = Vec::new();
     let mut expected: HashMap<Verdict, Counter> = HashMap::new();
     for c in table.iter().filter(|c| c.frame.len() >= MIN_TEST_RUN_LEN) {
-        let model = classify(c.frame.as_slice(), config, &host);
+        let model = host_verdict(&c.frame, config, &host, &buckets);
         let want = c.expected.dry_run(config.dry_run());
         if model != want {
             wrong.push(format!(
@@ -126,8 +136,15 @@ fn kernel_verdicts_equal_the_host_classifier_on_the_table() {
             v.name()
         );
     }
-    // The table exercises every verdict but would_drop (see the dry-run test).
-    for v in Verdict::ALL.iter().filter(|v| **v != Verdict::WouldDrop) {
+    // The table exercises every verdict of the drop policy; would_drop has the dry-run test,
+    // the rate-limit and denylist verdicts their own files.
+    let elsewhere = [
+        Verdict::WouldDrop,
+        Verdict::RatePassed,
+        Verdict::RateLimited,
+        Verdict::Denied,
+    ];
+    for v in Verdict::ALL.iter().filter(|v| !elsewhere.contains(v)) {
         assert!(expected.contains_key(v), "no case for {v:?}");
     }
 }
@@ -180,11 +197,12 @@ fn cidr_edges_in_the_kernel() {
         let mut loaded = load(&config, &allow);
         // Against this allowlist the table's expectations no longer hold; the host
         // classifier is the oracle.
-        let host = HostAllowlist::new(&allow);
+        let host = HostLists::new(&allow);
+        let buckets = HostBuckets::at(1);
         let table: Vec<Case> = cases()
             .into_iter()
             .map(|mut c| {
-                c.expected = classify(c.frame.as_slice(), &config, &host);
+                c.expected = host_verdict(&c.frame, &config, &host, &buckets);
                 c
             })
             .collect();

@@ -1,0 +1,172 @@
+//! The rate-limit policy through BPF_PROG_TEST_RUN: bursts pass exactly, the excess drops,
+//! the global bucket caps many sources together without creating state for refused ones,
+//! allowlisted sources are never limited, and the kernel agrees with the host model.
+//! (Rates here are 1 per second, so the clock cannot refill a bucket during a test.)
+
+use guard_common::{
+    GuardConfig, Verdict,
+    config::{MEMCACHED_PORT, POLICY_RATE_LIMIT},
+    ratelimit::RateSpec,
+};
+use guard_tests::{
+    kernel::Loaded,
+    packets::{HostBuckets, HostLists, V4, host_verdict, table_config, v4_probe},
+    privilege::require_privileges,
+};
+use guard_user::{loader::MapSizes, stats::Totals, top};
+use ipnet::IpNet;
+
+const ROOMY: u64 = 1_000_000;
+
+fn policy(source: (u64, u64), prefix: (u64, u64), global: (u64, u64)) -> GuardConfig {
+    let mut c = table_config();
+    c.policy = POLICY_RATE_LIMIT;
+    c.rate.source = RateSpec::new(source.0, source.1).unwrap();
+    c.rate.prefix = RateSpec::new(prefix.0, prefix.1).unwrap();
+    c.rate.global = RateSpec::new(global.0, global.1).unwrap();
+    c.top_sample = 1;
+    c
+}
+
+fn probe(src: [u8; 4]) -> Vec<u8> {
+    v4_probe(&[], V4::from(src), MEMCACHED_PORT)
+}
+
+/// Runs `frames` through the kernel and the host model (same order, a clock that does not
+/// move); returns the kernel's verdicts after checking that they agree.
+fn both(config: &GuardConfig, allow: &[IpNet], frames: &[Vec<u8>]) -> (Loaded, Vec<Verdict>) {
+    let mut k = Loaded::new(config, allow, &[], &MapSizes::default());
+    let lists = HostLists::new(allow);
+    let buckets = HostBuckets::at(1_000_000_000_000);
+    let mut out = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        let kernel = k.verdict(f);
+        let host = host_verdict(f, config, &lists, &buckets);
+        assert_eq!(
+            kernel, host,
+            "frame {i}: kernel {kernel:?}, host model {host:?}"
+        );
+        out.push(kernel);
+    }
+    (k, out)
+}
+
+fn count(vs: &[Verdict], v: Verdict) -> usize {
+    vs.iter().filter(|x| **x == v).count()
+}
+
+#[test]
+fn a_source_gets_exactly_its_burst() {
+    if !require_privileges("a_source_gets_exactly_its_burst") {
+        return;
+    }
+    let config = policy((1, 5), (ROOMY, ROOMY), (ROOMY, ROOMY));
+    let frames: Vec<_> = (0..13).map(|_| probe([203, 0, 113, 9])).collect();
+    let (_k, v) = both(&config, &[], &frames);
+    assert_eq!(count(&v, Verdict::RatePassed), 5);
+    assert_eq!(count(&v, Verdict::RateLimited), 8);
+    assert!(v[..5].iter().all(|x| *x == Verdict::RatePassed));
+}
+
+#[test]
+fn a_prefix_shares_one_bucket() {
+    if !require_privileges("a_prefix_shares_one_bucket") {
+        return;
+    }
+    let config = policy((ROOMY, ROOMY), (1, 3), (ROOMY, ROOMY));
+    // Ten sources in 203.0.113.0/24, then one in another /24.
+    let mut frames: Vec<_> = (1..=10).map(|h| probe([203, 0, 113, h])).collect();
+    frames.push(probe([198, 51, 100, 1]));
+    let (_k, v) = both(&config, &[], &frames);
+    assert_eq!(count(&v[..10], Verdict::RatePassed), 3);
+    assert_eq!(v[10], Verdict::RatePassed);
+}
+
+#[test]
+fn the_global_bucket_caps_many_sources_and_refused_ones_leave_no_state() {
+    if !require_privileges("the_global_bucket_caps_many_sources_and_refused_ones_leave_no_state") {
+        return;
+    }
+    let config = policy((ROOMY, ROOMY), (ROOMY, ROOMY), (1, 10));
+    // 200 spoofed sources, each in its own /24.
+    let frames: Vec<_> = (0..200u32)
+        .map(|i| probe([100, 64 + (i / 256) as u8, (i % 256) as u8, 1]))
+        .collect();
+    let (k, v) = both(&config, &[], &frames);
+    assert_eq!(count(&v, Verdict::RatePassed), 10);
+    assert_eq!(count(&v, Verdict::RateLimited), 190);
+    // Only admitted sources got bucket entries: 10 sources and their 10 prefixes.
+    assert_eq!(k.maps.source_buckets.keys().count(), 10);
+    assert_eq!(k.maps.prefix_buckets.keys().count(), 10);
+    assert_eq!(Totals::read(&k.maps).unwrap().1.bucket_inserts, 20);
+}
+
+#[test]
+fn allowlisted_sources_are_never_limited() {
+    if !require_privileges("allowlisted_sources_are_never_limited") {
+        return;
+    }
+    let config = policy((1, 1), (1, 1), (1, 1));
+    let allow: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+    let mut frames = vec![probe([203, 0, 113, 9]), probe([203, 0, 113, 9])];
+    frames.extend((0..50).map(|_| probe([10, 1, 2, 3])));
+    let (_k, v) = both(&config, &allow, &frames);
+    assert_eq!(&v[..2], &[Verdict::RatePassed, Verdict::RateLimited]);
+    assert!(v[2..].iter().all(|x| *x == Verdict::Allowlisted));
+}
+
+#[test]
+fn dry_run_passes_limited_datagrams_as_would_drop() {
+    if !require_privileges("dry_run_passes_limited_datagrams_as_would_drop") {
+        return;
+    }
+    let mut config = policy((1, 2), (ROOMY, ROOMY), (ROOMY, ROOMY));
+    config.set_dry_run(true);
+    let frames: Vec<_> = (0..6).map(|_| probe([203, 0, 113, 9])).collect();
+    let (_k, v) = both(&config, &[], &frames);
+    assert_eq!(count(&v, Verdict::RatePassed), 2);
+    assert_eq!(count(&v, Verdict::WouldDrop), 4);
+}
+
+#[test]
+fn top_talkers_count_drops_per_source() {
+    if !require_privileges("top_talkers_count_drops_per_source") {
+        return;
+    }
+    // Drop policy, every drop sampled.
+    let mut config = table_config();
+    config.top_sample = 1;
+    let mut frames = Vec::new();
+    for _ in 0..7 {
+        frames.push(probe([203, 0, 113, 9]));
+    }
+    for _ in 0..3 {
+        frames.push(probe([198, 51, 100, 4]));
+    }
+    frames.push(probe([10, 9, 9, 9]));
+    let allow: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+    let (k, _) = both(&config, &allow, &frames);
+    let talkers = top::top(&k.maps, 10).unwrap();
+    assert_eq!(talkers.len(), 2, "{talkers:?}");
+    assert_eq!(talkers[0].source.to_string(), "203.0.113.9");
+    assert_eq!(talkers[0].packets, 7);
+    assert_eq!(talkers[0].bytes, 7 * frames[0].len() as u64);
+    assert_eq!(talkers[0].verdict, "dropped");
+    assert_eq!(talkers[1].source.to_string(), "198.51.100.4");
+    assert_eq!(talkers[1].packets, 3);
+}
+
+#[test]
+fn sampled_top_talkers_are_weighted() {
+    if !require_privileges("sampled_top_talkers_are_weighted") {
+        return;
+    }
+    let mut config = table_config();
+    config.top_sample = 4;
+    let frames: Vec<_> = (0..64).map(|_| probe([203, 0, 113, 9])).collect();
+    let (k, _) = both(&config, &[], &frames);
+    let talkers = top::top(&k.maps, 10).unwrap();
+    // BPF_PROG_TEST_RUN runs on one CPU: every fourth drop is recorded, weighted by 4.
+    assert_eq!(talkers.len(), 1);
+    assert_eq!(talkers[0].packets, 64);
+}
