@@ -43,6 +43,20 @@ pub enum Verdict {
 /// change the pinned map's size.
 pub const COUNTER_SLOTS: u32 = 16;
 
+/// Interfaces get counters of their own: the counters map holds `IFACE_SLOTS` blocks of
+/// [`COUNTER_SLOTS`], the block chosen by `ifindex % IFACE_SLOTS` (user space warns when two
+/// attached interfaces share a block).
+pub const IFACE_SLOTS: u32 = 256;
+
+/// Size of the counters map.
+pub const COUNTER_ENTRIES: u32 = IFACE_SLOTS * COUNTER_SLOTS;
+
+/// The counters-map index of `slot` for frames received on `ifindex`.
+#[inline(always)]
+pub const fn counter_index(ifindex: u32, slot: u32) -> u32 {
+    (ifindex % IFACE_SLOTS) * COUNTER_SLOTS + slot
+}
+
 /// Counter slot of an event rather than a verdict: new rate-limit bucket entries (source or
 /// prefix). Its rate is the LRU churn, which shows a spoofed flood.
 pub const SLOT_BUCKET_INSERTS: u32 = 15;
@@ -127,6 +141,17 @@ unsafe impl aya::Pod for Counter {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counter_indexes_stay_in_the_map() {
+        for ifindex in [0, 1, 255, 256, 257, u32::MAX] {
+            for slot in 0..COUNTER_SLOTS {
+                assert!(counter_index(ifindex, slot) < COUNTER_ENTRIES);
+            }
+        }
+        assert_eq!(counter_index(1, 0), counter_index(257, 0));
+        assert_ne!(counter_index(1, 0), counter_index(2, 0));
+    }
 
     #[test]
     fn slots_are_dense_and_fit() {

@@ -24,7 +24,7 @@ use aya_ebpf::{
 use guard_common::{
     Action, GuardConfig, Packet as _, Verdict, classify,
     maps::{ATTACHMENTS_MAX, Attachment},
-    verdict::{COUNTER_SLOTS, Counter},
+    verdict::{COUNTER_ENTRIES, Counter, counter_index},
 };
 
 use crate::{frame::Frame, lists::MapLists, ratelimit::MapBuckets};
@@ -33,9 +33,9 @@ use crate::{frame::Frame, lists::MapLists, ratelimit::MapBuckets};
 #[map]
 static GUARD_CONFIG: Array<GuardConfig> = Array::with_max_entries(1, 0);
 
-/// Packets and bytes per verdict, per CPU.
+/// Packets and bytes per interface and verdict, per CPU.
 #[map]
-static GUARD_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+static GUARD_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(COUNTER_ENTRIES, 0);
 
 /// Interfaces the guard is attached to; user space's record, unused by the program.
 #[map]
@@ -46,12 +46,13 @@ static GUARD_IFACES: HashMap<u32, Attachment> = HashMap::with_max_entries(ATTACH
 pub fn guard(ctx: XdpContext) -> u32 {
     let frame = Frame::new(&ctx);
     let bytes = frame.len() as u64;
+    let ifindex = ctx.ingress_ifindex() as u32;
     let Some(config) = GUARD_CONFIG.get(0) else {
         // An array map always has its entry; pass rather than guess if it ever does not.
         return xdp_action::XDP_PASS;
     };
-    let decision = classify(&frame, config, &MapLists, &MapBuckets::new());
-    let seen = count(decision.verdict, bytes);
+    let decision = classify(&frame, config, &MapLists, &MapBuckets::new(ifindex));
+    let seen = count(ifindex, decision.verdict, bytes);
     if let Some(source) = decision.source
         && config.top_sample != 0
         && is_drop(decision.verdict)
@@ -84,8 +85,8 @@ fn is_drop(verdict: Verdict) -> bool {
 
 /// Counts a frame; returns this CPU's packet count of the verdict so far.
 #[inline(always)]
-fn count(verdict: Verdict, bytes: u64) -> u64 {
-    match GUARD_COUNTERS.get_ptr_mut(verdict.slot()) {
+fn count(ifindex: u32, verdict: Verdict, bytes: u64) -> u64 {
+    match GUARD_COUNTERS.get_ptr_mut(counter_index(ifindex, verdict.slot())) {
         // SAFETY: a per-CPU slot is only touched by this CPU, and the pointer is valid.
         Some(counter) => unsafe {
             (*counter).packets += 1;
@@ -98,8 +99,8 @@ fn count(verdict: Verdict, bytes: u64) -> u64 {
 
 /// Counts an event (a counter slot that is not a verdict).
 #[inline(always)]
-pub(crate) fn count_event(slot: u32) {
-    if let Some(counter) = GUARD_COUNTERS.get_ptr_mut(slot) {
+pub(crate) fn count_event(ifindex: u32, slot: u32) {
+    if let Some(counter) = GUARD_COUNTERS.get_ptr_mut(counter_index(ifindex, slot)) {
         // SAFETY: as in `count`.
         unsafe { (*counter).packets += 1 };
     }

@@ -33,29 +33,37 @@ static GUARD_GLOBAL_BKT: Array<u64> = Array::with_max_entries(1, 0);
 /// Buckets of one datagram. The source and prefix entries found by the lookups are kept, so
 /// that committing them costs no second lookup.
 pub struct MapBuckets {
+    ifindex: u32,
     source: Cell<Option<*mut u64>>,
     prefix: Cell<Option<*mut u64>>,
 }
 
 impl MapBuckets {
-    /// No entries looked up yet.
+    /// No entries looked up yet, for a frame received on `ifindex`.
     #[inline(always)]
-    pub fn new() -> Self {
+    pub fn new(ifindex: u32) -> Self {
         Self {
+            ifindex,
             source: Cell::new(None),
             prefix: Cell::new(None),
         }
     }
-}
 
-#[inline(always)]
-fn write(found: Option<*mut u64>, map: &LruHashMap<BucketKey, u64>, key: &BucketKey, tat: u64) {
-    match found {
-        // SAFETY: a pointer into a live map value of this program run.
-        Some(p) => unsafe { *p = tat },
-        None => {
-            if map.insert(key, tat, 0).is_ok() {
-                crate::count_event(SLOT_BUCKET_INSERTS);
+    #[inline(always)]
+    fn write(
+        &self,
+        found: Option<*mut u64>,
+        map: &LruHashMap<BucketKey, u64>,
+        key: &BucketKey,
+        tat: u64,
+    ) {
+        match found {
+            // SAFETY: a pointer into a live map value of this program run.
+            Some(p) => unsafe { *p = tat },
+            None => {
+                if map.insert(key, tat, 0).is_ok() {
+                    crate::count_event(self.ifindex, SLOT_BUCKET_INSERTS);
+                }
             }
         }
     }
@@ -101,7 +109,7 @@ impl Buckets for MapBuckets {
 
     #[inline(always)]
     fn set_prefix(&self, key: &BucketKey, tat: u64) {
-        write(self.prefix.get(), &GUARD_PFX_BKT, key, tat);
+        self.write(self.prefix.get(), &GUARD_PFX_BKT, key, tat);
     }
 
     #[inline(always)]
@@ -114,6 +122,6 @@ impl Buckets for MapBuckets {
 
     #[inline(always)]
     fn set_source(&self, key: &BucketKey, tat: u64) {
-        write(self.source.get(), &GUARD_SRC_BKT, key, tat);
+        self.write(self.source.get(), &GUARD_SRC_BKT, key, tat);
     }
 }

@@ -3,7 +3,9 @@
 use anyhow::Context as _;
 use guard_common::{
     Verdict,
-    verdict::{Counter, SLOT_BUCKET_INSERTS},
+    verdict::{
+        COUNTER_ENTRIES, COUNTER_SLOTS, Counter, IFACE_SLOTS, SLOT_BUCKET_INSERTS, counter_index,
+    },
 };
 use serde_json::{Map, Value, json};
 
@@ -20,35 +22,82 @@ pub struct Events {
     pub bucket_inserts: u64,
 }
 
-impl Totals {
-    /// Reads and sums the per-CPU counters.
+/// Every counter, summed over CPUs: one block of slots per interface block.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CounterTable(Vec<Counter>);
+
+impl CounterTable {
+    /// Reads the whole counters map.
     pub fn read(maps: &GuardMaps) -> anyhow::Result<Self> {
-        let mut out = Vec::with_capacity(Verdict::ALL.len());
-        for verdict in Verdict::ALL {
-            let per_cpu = maps
-                .counters
-                .get(&verdict.slot(), 0)
-                .with_context(|| format!("reading counter {}", verdict.name()))?;
+        let mut all = Vec::with_capacity(COUNTER_ENTRIES as usize);
+        for per_cpu in maps.counters.iter() {
+            let per_cpu = per_cpu.context("reading the counters map")?;
             let mut sum = Counter::default();
             for c in per_cpu.iter() {
                 sum.packets += c.packets;
                 sum.bytes += c.bytes;
             }
-            out.push((verdict, sum));
+            all.push(sum);
         }
-        let inserts = maps
-            .counters
-            .get(&SLOT_BUCKET_INSERTS, 0)
-            .context("reading counter bucket_inserts")?
-            .iter()
-            .map(|c| c.packets)
-            .sum();
-        Ok(Self(
-            out,
+        Ok(Self(all))
+    }
+
+    fn sum(&self, blocks: impl Iterator<Item = u32> + Clone) -> Totals {
+        let slot = |s: u32| {
+            blocks.clone().fold(Counter::default(), |mut acc, b| {
+                let c = self
+                    .0
+                    .get((b * COUNTER_SLOTS + s) as usize)
+                    .copied()
+                    .unwrap_or_default();
+                acc.packets += c.packets;
+                acc.bytes += c.bytes;
+                acc
+            })
+        };
+        Totals(
+            Verdict::ALL.iter().map(|v| (*v, slot(v.slot()))).collect(),
             Events {
-                bucket_inserts: inserts,
+                bucket_inserts: slot(SLOT_BUCKET_INSERTS).packets,
             },
-        ))
+        )
+    }
+
+    /// Totals over every interface.
+    pub fn totals(&self) -> Totals {
+        self.sum(0..IFACE_SLOTS)
+    }
+
+    /// Totals of frames received on `ifindex` (and any interface sharing its block).
+    pub fn interface(&self, ifindex: u32) -> Totals {
+        let block = counter_index(ifindex, 0) / COUNTER_SLOTS;
+        self.sum(block..block + 1)
+    }
+}
+
+impl Totals {
+    /// Reads and sums the per-CPU counters of every interface.
+    pub fn read(maps: &GuardMaps) -> anyhow::Result<Self> {
+        Ok(CounterTable::read(maps)?.totals())
+    }
+
+    /// Reads only the counters of frames received on `ifindex` (and any interface sharing
+    /// its block): [`COUNTER_SLOTS`] lookups instead of the whole map.
+    pub fn read_interface(maps: &GuardMaps, ifindex: u32) -> anyhow::Result<Self> {
+        let block = counter_index(ifindex, 0);
+        let mut all = vec![Counter::default(); COUNTER_ENTRIES as usize];
+        for slot in 0..COUNTER_SLOTS {
+            let per_cpu = maps
+                .counters
+                .get(&(block + slot), 0)
+                .context("reading the counters map")?;
+            let c = &mut all[(block + slot) as usize];
+            for v in per_cpu.iter() {
+                c.packets += v.packets;
+                c.bytes += v.bytes;
+            }
+        }
+        Ok(CounterTable(all).interface(ifindex))
     }
 
     /// The counter of one verdict.

@@ -14,6 +14,14 @@ use guard_user::{
 };
 use ipnet::IpNet;
 
+/// The interface BPF_PROG_TEST_RUN reports as ingress: the namespace's loopback.
+pub const TEST_RUN_IFINDEX: u32 = 1;
+
+/// The counters BPF_PROG_TEST_RUN frames move.
+pub fn test_run_totals(maps: &GuardMaps) -> Totals {
+    Totals::read_interface(maps, TEST_RUN_IFINDEX).expect("counters")
+}
+
 /// `XDP_DROP`.
 pub const XDP_DROP: u32 = 1;
 /// `XDP_PASS`.
@@ -57,9 +65,9 @@ impl Loaded {
 
     /// Runs the program once on `frame`; returns the verdict it counted.
     pub fn verdict(&mut self, frame: &[u8]) -> Verdict {
-        let before = Totals::read(&self.maps).expect("counters");
+        let before = test_run_totals(&self.maps);
         let action = self.run(frame);
-        let after = Totals::read(&self.maps).expect("counters");
+        let after = test_run_totals(&self.maps);
         let moved: Vec<Verdict> = Verdict::ALL
             .into_iter()
             .filter(|v| after.get(*v).packets != before.get(*v).packets)

@@ -10,6 +10,7 @@ use aya::{
 };
 use guard_common::{Action, GuardConfig, Verdict, verdict::Counter};
 use guard_tests::{
+    kernel::test_run_totals,
     packets::{
         Case, HostBuckets, HostLists, cases, host_verdict, table_allowlist, table_config,
         truncations,
@@ -20,7 +21,6 @@ use guard_user::{
     lists as allowlist,
     loader::{self, MapSizes},
     maps::GuardMaps,
-    stats::Totals,
 };
 use ipnet::IpNet;
 
@@ -84,9 +84,9 @@ fn check(
                 c.name
             ));
         }
-        let before = Totals::read(&loaded.maps).expect("counters");
+        let before = test_run_totals(&loaded.maps);
         let got = run(loaded, &c.frame);
-        let after = Totals::read(&loaded.maps).expect("counters");
+        let after = test_run_totals(&loaded.maps);
         if got != action_code(model) {
             wrong.push(format!(
                 "{}: kernel returned {got}, host classifier {model:?}",
@@ -127,7 +127,7 @@ fn kernel_verdicts_equal_the_host_classifier_on_the_table() {
     let table = cases();
     let (wrong, expected) = check(&mut loaded, &config, &allow, &table);
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-    let totals = Totals::read(&loaded.maps).unwrap();
+    let totals = test_run_totals(&loaded.maps);
     for v in Verdict::ALL {
         assert_eq!(
             totals.get(v),

@@ -9,11 +9,11 @@ use guard_common::{
     ratelimit::RateSpec,
 };
 use guard_tests::{
-    kernel::Loaded,
+    kernel::{Loaded, test_run_totals},
     packets::{HostBuckets, HostLists, V4, host_verdict, table_config, v4_probe},
     privilege::require_privileges,
 };
-use guard_user::{loader::MapSizes, stats::Totals, top};
+use guard_user::{loader::MapSizes, top};
 use ipnet::IpNet;
 
 const ROOMY: u64 = 1_000_000;
@@ -98,7 +98,7 @@ fn the_global_bucket_caps_many_sources_and_refused_ones_leave_no_state() {
     // Only admitted sources got bucket entries: 10 sources and their 10 prefixes.
     assert_eq!(k.maps.source_buckets.keys().count(), 10);
     assert_eq!(k.maps.prefix_buckets.keys().count(), 10);
-    assert_eq!(Totals::read(&k.maps).unwrap().1.bucket_inserts, 20);
+    assert_eq!(test_run_totals(&k.maps).1.bucket_inserts, 20);
 }
 
 #[test]
