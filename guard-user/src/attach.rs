@@ -23,6 +23,7 @@ use crate::{
     lists::{self, List},
     loader::{self, MapSizes},
     maps::GuardMaps,
+    persist::{Change, ConfigStore},
     pins::{Lock, PinLayout},
     policy::{self, PolicyKind, RateArgs},
     sys,
@@ -172,10 +173,12 @@ impl Program {
 }
 
 /// Loads the guard if needed (maps and program pinned under `layout`), applies the request's
-/// configuration and allowlist, then attaches to every interface, all or none.
+/// configuration and allowlist, then attaches to every interface, all or none; with a
+/// `store`, the config file records the change in the same step.
 pub fn attach(
     layout: &PinLayout,
     request: &AttachRequest,
+    store: Option<&ConfigStore>,
 ) -> anyhow::Result<Vec<(String, AttachOutcome)>> {
     // Validate everything before touching anything.
     let interfaces = resolve_interfaces(&request.interfaces)?;
@@ -197,7 +200,7 @@ pub fn attach(
     let existed = layout.abi_dir().exists();
     layout.prepare()?;
     let lock = Lock::acquire(layout)?;
-    let result = attach_locked(layout, request, &interfaces, ports.as_deref());
+    let result = attach_locked(&lock, layout, request, &interfaces, ports.as_deref(), store);
     if result.is_err() && !existed {
         // This call created the state: leave nothing behind.
         drop(lock);
@@ -206,11 +209,14 @@ pub fn attach(
     result
 }
 
-fn attach_locked(
+/// [`attach`] with the lock held and the request validated.
+pub(crate) fn attach_locked(
+    _lock: &Lock,
     layout: &PinLayout,
     request: &AttachRequest,
     interfaces: &[(String, u32)],
     ports: Option<&[u16]>,
+    store: Option<&ConfigStore>,
 ) -> anyhow::Result<Vec<(String, AttachOutcome)>> {
     let (mut program, mut maps) = if layout.is_loaded() {
         let xdp = Xdp::from_pin(layout.prog(), aya_obj::programs::XdpAttachType::Interface)
@@ -267,20 +273,47 @@ fn attach_locked(
     }
 
     let mut done: Vec<(String, AttachOutcome)> = Vec::new();
+    let mut failure = None;
     for (name, index) in interfaces {
         match attach_one(layout, &mut program, &mut maps, name, *index, request.mode) {
             Ok(outcome) => done.push((name.clone(), outcome)),
             Err(e) => {
-                for (undo, outcome) in &done {
-                    if matches!(outcome, AttachOutcome::Attached { .. }) {
-                        let _ = remove_link(layout, &mut maps, undo);
-                    }
-                }
-                let _ = lists::revoke(&mut maps, &added);
-                let _ = maps.write_config(&old_config);
-                return Err(e);
+                failure = Some(e);
+                break;
             }
         }
+    }
+    if failure.is_none()
+        && let Some(store) = store
+    {
+        let mut changes = vec![Change::AddInterfaces(
+            interfaces.iter().map(|(n, _)| n.clone()).collect(),
+        )];
+        if let Some(ports) = ports {
+            changes.push(Change::Ports(ports.to_vec()));
+        }
+        if request.dry_run {
+            changes.push(Change::DryRun(true));
+        }
+        if let Some(kind) = request.policy {
+            changes.push(Change::Policy(kind, request.rates.clone()));
+        }
+        if !request.allow.is_empty() {
+            changes.push(Change::AddPrefixes(List::Allow, request.allow.clone()));
+        }
+        if let Err(e) = store.apply(&changes) {
+            failure = Some(e.context(format!("updating {}", store.path().display())));
+        }
+    }
+    if let Some(e) = failure {
+        for (undo, outcome) in &done {
+            if matches!(outcome, AttachOutcome::Attached { .. }) {
+                let _ = remove_link(layout, &mut maps, undo);
+            }
+        }
+        let _ = lists::revoke(&mut maps, &added);
+        let _ = maps.write_config(&old_config);
+        return Err(e);
     }
     Ok(done)
 }
@@ -373,7 +406,11 @@ fn describe(e: &ProgramError) -> String {
 }
 
 /// Removes the link pin of `name` (detaching it) and its record.
-fn remove_link(layout: &PinLayout, maps: &mut GuardMaps, name: &str) -> anyhow::Result<()> {
+pub(crate) fn remove_link(
+    layout: &PinLayout,
+    maps: &mut GuardMaps,
+    name: &str,
+) -> anyhow::Result<()> {
     let pin = layout.link(name);
     match std::fs::remove_file(&pin) {
         Ok(()) => {}
@@ -428,8 +465,14 @@ pub fn require_loaded(layout: &PinLayout) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Detaches guard from the named interfaces (all must be attached), or from all.
-pub fn detach(layout: &PinLayout, interfaces: &[String], all: bool) -> anyhow::Result<Vec<String>> {
+/// Detaches guard from the named interfaces (all must be attached), or from all; with a
+/// `store`, the config file forgets them in the same step.
+pub fn detach(
+    layout: &PinLayout,
+    interfaces: &[String],
+    all: bool,
+    store: Option<&ConfigStore>,
+) -> anyhow::Result<Vec<String>> {
     require_loaded(layout)?;
     let _lock = Lock::acquire(layout)?;
     let linked = linked_interfaces(layout)?;
@@ -447,8 +490,17 @@ pub fn detach(layout: &PinLayout, interfaces: &[String], all: bool) -> anyhow::R
         interfaces.to_vec()
     };
     let mut maps = GuardMaps::open(layout)?;
+    let snapshot = store.map(ConfigStore::snapshot).transpose()?;
+    if let Some(store) = store {
+        store.apply(&[Change::RemoveInterfaces(targets.clone())])?;
+    }
     for name in &targets {
-        remove_link(layout, &mut maps, name)?;
+        if let Err(e) = remove_link(layout, &mut maps, name) {
+            if let (Some(store), Some(text)) = (store, &snapshot) {
+                let _ = store.restore(text);
+            }
+            return Err(e);
+        }
     }
     Ok(targets)
 }
@@ -477,12 +529,20 @@ pub fn unload(layout: &PinLayout) -> anyhow::Result<()> {
 }
 
 /// Replaces the protected ports, live.
-pub fn set_ports(layout: &PinLayout, ports: &[u16]) -> anyhow::Result<Vec<u16>> {
+pub fn set_ports(
+    layout: &PinLayout,
+    ports: &[u16],
+    store: Option<&ConfigStore>,
+) -> anyhow::Result<Vec<u16>> {
     let ports = validate_ports(ports)?;
-    update_config(layout, |c| {
-        c.clear_ports();
-        ports.iter().for_each(|p| c.protect(*p));
-    })?;
+    update_config(
+        layout,
+        |c| {
+            c.clear_ports();
+            ports.iter().for_each(|p| c.protect(*p));
+        },
+        store.map(|s| (s, Change::Ports(ports.clone()))),
+    )?;
     Ok(ports)
 }
 
@@ -508,33 +568,69 @@ fn check_sizes(layout: &PinLayout, sizes: &MapSizes) -> anyhow::Result<()> {
 }
 
 /// Sets the policy for non-allowlisted sources, live.
-pub fn set_policy(layout: &PinLayout, kind: PolicyKind, rates: &RateArgs) -> anyhow::Result<()> {
+pub fn set_policy(
+    layout: &PinLayout,
+    kind: PolicyKind,
+    rates: &RateArgs,
+    store: Option<&ConfigStore>,
+) -> anyhow::Result<()> {
     policy::validate(kind, rates)?;
-    update_config(layout, |c| {
-        policy::apply(c, kind, rates).expect("validated above");
-    })
+    update_config(
+        layout,
+        |c| {
+            policy::apply(c, kind, rates).expect("validated above");
+        },
+        store.map(|s| (s, Change::Policy(kind, rates.clone()))),
+    )
 }
 
-/// Adds prefixes to a list, live, keeping the config's denylist flag in step.
+/// Adds prefixes to a list, live, keeping the config's denylist flag and, with a `store`,
+/// the config file in step: all or nothing.
 pub fn add_prefixes(
     layout: &PinLayout,
     list: List,
     nets: &[IpNet],
+    store: Option<&ConfigStore>,
 ) -> anyhow::Result<lists::Added> {
     require_loaded(layout)?;
     let _lock = Lock::acquire(layout)?;
     let mut maps = GuardMaps::open(layout)?;
     let report = lists::add(&mut maps, list, nets)?;
+    let persisted = match store {
+        Some(store) => store.apply(&[Change::AddPrefixes(list, nets.to_vec())]),
+        None => Ok(()),
+    };
+    if let Err(e) = persisted {
+        let _ = lists::remove_all(&mut maps, list, &report.added);
+        return Err(e.context("nothing was added"));
+    }
     sync_deny_flag(&mut maps)?;
     Ok(report)
 }
 
-/// Removes prefixes from a list, live, keeping the config's denylist flag in step.
-pub fn remove_prefixes(layout: &PinLayout, list: List, nets: &[IpNet]) -> anyhow::Result<()> {
+/// Removes prefixes from a list, live, keeping the config's denylist flag and, with a
+/// `store`, the config file in step: all or nothing.
+pub fn remove_prefixes(
+    layout: &PinLayout,
+    list: List,
+    nets: &[IpNet],
+    store: Option<&ConfigStore>,
+) -> anyhow::Result<()> {
     require_loaded(layout)?;
     let _lock = Lock::acquire(layout)?;
+    if let Some(store) = store {
+        store.check_removable(list, nets)?;
+    }
     let mut maps = GuardMaps::open(layout)?;
     lists::remove_all(&mut maps, list, nets)?;
+    let persisted = match store {
+        Some(store) => store.apply(&[Change::RemovePrefixes(list, nets.to_vec())]),
+        None => Ok(()),
+    };
+    if let Err(e) = persisted {
+        let _ = lists::add(&mut maps, list, nets);
+        return Err(e.context("nothing was removed"));
+    }
     sync_deny_flag(&mut maps)
 }
 
@@ -550,15 +646,36 @@ pub fn sync_deny_flag(maps: &mut GuardMaps) -> anyhow::Result<()> {
 }
 
 /// Turns dry-run on or off, live.
-pub fn set_dry_run(layout: &PinLayout, on: bool) -> anyhow::Result<()> {
-    update_config(layout, |c| c.set_dry_run(on))
+pub fn set_dry_run(
+    layout: &PinLayout,
+    on: bool,
+    store: Option<&ConfigStore>,
+) -> anyhow::Result<()> {
+    update_config(
+        layout,
+        |c| c.set_dry_run(on),
+        store.map(|s| (s, Change::DryRun(on))),
+    )
 }
 
-fn update_config(layout: &PinLayout, change: impl FnOnce(&mut GuardConfig)) -> anyhow::Result<()> {
+/// Changes the live config map and, with a store, the config file: all or nothing.
+fn update_config(
+    layout: &PinLayout,
+    change: impl FnOnce(&mut GuardConfig),
+    persist: Option<(&ConfigStore, Change)>,
+) -> anyhow::Result<()> {
     require_loaded(layout)?;
     let _lock = Lock::acquire(layout)?;
     let mut maps = GuardMaps::open(layout)?;
-    let mut config = maps.read_config()?;
+    let old = maps.read_config()?;
+    let mut config = old;
     change(&mut config);
-    maps.write_config(&config)
+    maps.write_config(&config)?;
+    if let Some((store, change)) = persist
+        && let Err(e) = store.apply(&[change])
+    {
+        let _ = maps.write_config(&old);
+        return Err(e.context("nothing was changed"));
+    }
+    Ok(())
 }

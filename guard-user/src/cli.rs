@@ -6,9 +6,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
     attach::{self, AttachOutcome, AttachRequest, ModeRequest},
+    config::{self, DEFAULT_CONFIG},
+    daemon,
     lists::{self, List},
     loader::MapSizes,
     maps::GuardMaps,
+    metrics,
+    persist::ConfigStore,
     pins::{DEFAULT_PIN_ROOT, PinLayout},
     policy::{PolicyKind, PolicyView, RateArgs},
     privileges,
@@ -25,6 +29,10 @@ pub struct Cli {
     /// Where guard pins its program, maps and links (on bpffs).
     #[arg(long, global = true, env = "GUARD_PIN_PATH", default_value = DEFAULT_PIN_ROOT)]
     pub pin_path: PathBuf,
+    /// The config file `guard run` applies; commands that change the guard keep it in step
+    /// when it exists and names the same pin path.
+    #[arg(long, global = true, env = "GUARD_CONFIG", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -33,6 +41,13 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run as a daemon: apply the config, serve metrics, reload on SIGHUP or file changes.
+    Run,
+    /// Check a config file (default: --config) and print the state it describes.
+    CheckConfig {
+        /// The file.
+        file: Option<PathBuf>,
+    },
     /// Load the guard (once) and attach it to interfaces; it stays attached after exit.
     Attach {
         /// Interfaces to guard.
@@ -144,8 +159,11 @@ pub enum Command {
     /// Show verdict counters (packets and bytes), summed over CPUs.
     Stats {
         /// JSON output: {"counters": {"dropped": {"packets": N, "bytes": N}, ...}}.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// Output format (prometheus: the text format node_exporter's textfile collector reads).
+        #[arg(long, value_enum, default_value_t = StatsFormat::Table)]
+        format: StatsFormat,
         /// Print again every SECS seconds, with rates.
         #[arg(long, value_name = "SECS")]
         watch: Option<u64>,
@@ -161,7 +179,31 @@ pub enum Command {
         #[arg(value_enum)]
         state: OnOff,
     },
+    /// Print shell completions.
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Manpage,
 }
+
+/// Output formats of `guard stats`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatsFormat {
+    /// A table.
+    Table,
+    /// JSON.
+    Json,
+    /// Prometheus text format.
+    Prometheus,
+}
+
+/// Shells for `guard completions`.
+pub use clap_complete::Shell;
 
 /// A switch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -174,8 +216,14 @@ pub enum OnOff {
 
 /// Entry point of the `guard` binary: runs the command, prints a one-line error on failure.
 pub fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Run) {
+        "info"
+    } else {
+        "warn"
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -188,7 +236,34 @@ pub fn main() -> ExitCode {
 /// Runs one command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let layout = PinLayout::new(&cli.pin_path);
+    let store = || ConfigStore::for_layout(&cli.config, &layout);
     match cli.command {
+        Command::Run => {
+            privileges::require_attach()?;
+            daemon::run(&cli.config)?;
+        }
+        Command::CheckConfig { file } => {
+            let path = file.unwrap_or(cli.config.clone());
+            let d = config::load(&path)?;
+            println!(
+                "{}: ok: interfaces {}, ports {:?}, {} allowlisted and {} denylisted prefixes, policy {:?}, pin path {}",
+                path.display(),
+                d.interfaces.join(","),
+                d.ports,
+                d.allow.len(),
+                d.deny.len(),
+                d.policy,
+                d.pin_path.display()
+            );
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "guard", &mut std::io::stdout());
+        }
+        Command::Manpage => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+        }
         Command::Attach {
             interfaces,
             mode,
@@ -234,7 +309,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 attach::validate_ports(p)?;
             }
             privileges::require_attach()?;
-            for (name, outcome) in attach::attach(&layout, &request)? {
+            for (name, outcome) in attach::attach(&layout, &request, store()?.as_ref())? {
                 match outcome {
                     AttachOutcome::Attached { mode, fell_back } => match fell_back {
                         Some(reason) => println!(
@@ -249,7 +324,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Detach { interfaces, all } => {
             privileges::require_attach()?;
-            for name in attach::detach(&layout, &interfaces, all)? {
+            for name in attach::detach(&layout, &interfaces, all, store()?.as_ref())? {
                 println!("{name}: detached");
             }
         }
@@ -258,10 +333,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             attach::unload(&layout)?;
             println!("unloaded: every link, the program and the maps are gone");
         }
-        Command::Allow { cidrs } => add(&layout, List::Allow, &cidrs, "allowed")?,
-        Command::Deny { cidrs } => add(&layout, List::Deny, &cidrs, "denied")?,
-        Command::Revoke { cidrs } => remove(&layout, List::Allow, &cidrs, "revoked")?,
-        Command::Undeny { cidrs } => remove(&layout, List::Deny, &cidrs, "undenied")?,
+        Command::Allow { cidrs } => add(&layout, List::Allow, &cidrs, "allowed", &cli.config)?,
+        Command::Deny { cidrs } => add(&layout, List::Deny, &cidrs, "denied", &cli.config)?,
+        Command::Revoke { cidrs } => remove(&layout, List::Allow, &cidrs, "revoked", &cli.config)?,
+        Command::Undeny { cidrs } => remove(&layout, List::Deny, &cidrs, "undenied", &cli.config)?,
         Command::List { deny, json } => {
             let maps = open_for_read(&layout)?;
             if json {
@@ -304,7 +379,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Some(kind) => {
                 crate::policy::validate(kind, &rates)?;
                 privileges::require_bpf()?;
-                attach::set_policy(&layout, kind, &rates)?;
+                attach::set_policy(&layout, kind, &rates, store()?.as_ref())?;
                 let maps = GuardMaps::open(&layout)?;
                 println!("{}", PolicyView::of(&maps.read_config()?).render());
             }
@@ -327,8 +402,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", status.render());
             }
         }
-        Command::Stats { json, watch } => {
+        Command::Stats {
+            json,
+            format,
+            watch,
+        } => {
             let maps = open_for_read(&layout)?;
+            if format == StatsFormat::Prometheus {
+                print!("{}", metrics::textfile(&layout)?);
+                return Ok(());
+            }
+            let json = json || format == StatsFormat::Json;
             let mut previous = Totals::read(&maps)?;
             print_stats(&previous, None, json);
             if let Some(secs) = watch {
@@ -350,14 +434,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 attach::validate_ports(&ports)?;
                 privileges::require_bpf()?;
-                let ports = attach::set_ports(&layout, &ports)?;
+                let ports = attach::set_ports(&layout, &ports, store()?.as_ref())?;
                 let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
                 println!("protected ports: {}", ports.join(" "));
             }
         }
         Command::DryRun { state } => {
             privileges::require_bpf()?;
-            attach::set_dry_run(&layout, state == OnOff::On)?;
+            attach::set_dry_run(&layout, state == OnOff::On, store()?.as_ref())?;
             println!("dry-run {}", if state == OnOff::On { "on" } else { "off" });
         }
     }
@@ -402,10 +486,18 @@ fn open_for_read(layout: &PinLayout) -> anyhow::Result<GuardMaps> {
     GuardMaps::open(layout)
 }
 
-fn add(layout: &PinLayout, list: List, cidrs: &[String], done: &str) -> anyhow::Result<()> {
+fn add(
+    layout: &PinLayout,
+    list: List,
+    cidrs: &[String],
+    done: &str,
+    config: &std::path::Path,
+) -> anyhow::Result<()> {
     let nets = lists::parse_cidrs(cidrs)?;
     privileges::require_bpf()?;
-    let report = attach::add_prefixes(layout, list, &nets)?;
+    attach::require_loaded(layout)?;
+    let store = ConfigStore::for_layout(config, layout)?;
+    let report = attach::add_prefixes(layout, list, &nets, store.as_ref())?;
     for net in report.added {
         println!("{done} {net}");
     }
@@ -415,10 +507,18 @@ fn add(layout: &PinLayout, list: List, cidrs: &[String], done: &str) -> anyhow::
     Ok(())
 }
 
-fn remove(layout: &PinLayout, list: List, cidrs: &[String], done: &str) -> anyhow::Result<()> {
+fn remove(
+    layout: &PinLayout,
+    list: List,
+    cidrs: &[String],
+    done: &str,
+    config: &std::path::Path,
+) -> anyhow::Result<()> {
     let nets = lists::parse_cidrs(cidrs)?;
     privileges::require_bpf()?;
-    attach::remove_prefixes(layout, list, &nets)?;
+    attach::require_loaded(layout)?;
+    let store = ConfigStore::for_layout(config, layout)?;
+    attach::remove_prefixes(layout, list, &nets, store.as_ref())?;
     for net in nets {
         println!("{done} {net}");
     }

@@ -1,0 +1,176 @@
+//! `guard run`: the foreground daemon systemd (or a DaemonSet) runs on every host.
+//!
+//! On start it validates the config, adopts whatever is already pinned and reconciles it to the
+//! config by difference. It serves metrics, reloads on SIGHUP and whenever the config or an
+//! include file changes (a rejected config leaves the running state alone), and on SIGTERM
+//! leaves the guard attached (fail closed) unless `detach_on_exit` says otherwise.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    attach,
+    config::{self, Desired},
+    metrics,
+    pins::PinLayout,
+    reconcile::reconcile,
+};
+
+/// How often the config files are checked for changes (and missing interfaces retried).
+pub const POLL: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(config_path: &Path) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(serve(config_path))
+}
+
+fn fingerprint(config_path: &Path, desired: &Desired) -> Vec<Option<Vec<u8>>> {
+    std::iter::once(config_path)
+        .chain(desired.includes.iter().map(|p| p.as_path()))
+        .map(|p| std::fs::read(p).ok())
+        .collect()
+}
+
+async fn serve(config_path: &Path) -> anyhow::Result<()> {
+    let mut desired = config::load(config_path)?;
+    let layout = PinLayout::new(&desired.pin_path);
+    log::info!(
+        "starting with {} ({} interfaces, {} allowlisted, {} denylisted prefixes)",
+        config_path.display(),
+        desired.interfaces.len(),
+        desired.allow.len(),
+        desired.deny.len()
+    );
+    let report = reconcile(&layout, &desired).context("applying the config")?;
+    log::info!("applied: {}", report.summary());
+    let mut pending = !report.missing.is_empty();
+
+    let reloads = Family::<ReloadLabels, Counter>::default();
+    let mut registry: Registry = metrics::registry(&layout);
+    registry.register(
+        "guard_config_reloads",
+        "Config reloads by guard run, by result.",
+        reloads.clone(),
+    );
+    let registry = Arc::new(registry);
+    if let Some(addr) = desired.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics address {addr}"))?;
+        log::info!("serving metrics on http://{addr}/metrics");
+        tokio::spawn(serve_metrics(listener, registry.clone()));
+    }
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(POLL);
+    let mut seen = fingerprint(config_path, &desired);
+    loop {
+        let why = tokio::select! {
+            _ = hup.recv() => "SIGHUP",
+            _ = tick.tick() => {
+                let now = fingerprint(config_path, &desired);
+                if now != seen {
+                    "a config file changed"
+                } else if pending {
+                    "retrying missing interfaces"
+                } else {
+                    continue;
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        };
+        match config::load(config_path) {
+            Ok(next) => {
+                if next.pin_path != desired.pin_path || next.metrics_addr != desired.metrics_addr {
+                    log::warn!("pin_path and metrics_addr changes apply at the next start");
+                }
+                match reconcile(&layout, &next) {
+                    Ok(report) => {
+                        if report.changed() || why != "retrying missing interfaces" {
+                            log::info!("reloaded ({why}): {}", report.summary());
+                        }
+                        pending = !report.missing.is_empty();
+                        reloads.get_or_create(&ReloadLabels { result: "ok" }).inc();
+                    }
+                    Err(e) => {
+                        log::error!("reload ({why}) failed: {e:#}");
+                        reloads
+                            .get_or_create(&ReloadLabels { result: "error" })
+                            .inc();
+                    }
+                }
+                desired = Desired {
+                    pin_path: desired.pin_path.clone(),
+                    metrics_addr: desired.metrics_addr,
+                    ..next
+                };
+            }
+            Err(e) => {
+                log::error!("config rejected ({why}), keeping the running state: {e:#}");
+                reloads
+                    .get_or_create(&ReloadLabels { result: "rejected" })
+                    .inc();
+            }
+        }
+        seen = fingerprint(config_path, &desired);
+    }
+
+    if desired.detach_on_exit {
+        let names = attach::detach(&layout, &[], true, None)?;
+        log::info!(
+            "stopping: detached from {} (detach_on_exit)",
+            names.join(",")
+        );
+    } else {
+        log::info!("stopping: the guard stays attached (fail closed)");
+    }
+    Ok(())
+}
+
+async fn serve_metrics(listener: tokio::net::TcpListener, registry: Arc<Registry>) {
+    use axum::{
+        Router,
+        http::{StatusCode, header},
+        response::IntoResponse as _,
+        routing::get,
+    };
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move {
+                match metrics::encode(&registry) {
+                    Ok(body) => ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
+                    Err(e) => {
+                        log::error!("metrics: {e:#}");
+                        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                    }
+                }
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        log::error!("metrics server stopped: {e}");
+    }
+}
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
