@@ -24,7 +24,7 @@ pub const SOURCE_BUCKETS: &str = "GUARD_SRC_BKT";
 /// Per-prefix rate-limit buckets (LRU hash, like [`SOURCE_BUCKETS`]).
 pub const PREFIX_BUCKETS: &str = "GUARD_PFX_BKT";
 /// The global rate-limit bucket (array of one `u64`, updated by compare-and-swap).
-pub const GLOBAL_BUCKET: &str = "GUARD_GLOBAL_BKT";
+pub const GLOBAL_BUCKET: &str = "GUARD_GLOBAL";
 /// Top talkers (LRU hash, key: [`crate::ratelimit::BucketKey`], value: [`TopEntry`]).
 pub const TOP_TALKERS: &str = "GUARD_TOP";
 /// Interfaces the guard is attached to (hash, key: ifindex, value: [`Attachment`]). Written

@@ -28,7 +28,7 @@ static GUARD_PFX_BKT: LruHashMap<BucketKey, u64> =
 /// only reads it, so its cache line is not bounced between CPUs; only admitted datagrams
 /// (at most the global rate) write it.
 #[map]
-static GUARD_GLOBAL_BKT: Array<u64> = Array::with_max_entries(1, 0);
+static GUARD_GLOBAL: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Buckets of one datagram. The source and prefix entries found by the lookups are kept, so
 /// that committing them costs no second lookup.
@@ -83,7 +83,7 @@ impl Buckets for MapBuckets {
 
     #[inline(always)]
     fn global(&self) -> u64 {
-        match GUARD_GLOBAL_BKT.get_ptr(0) {
+        match GUARD_GLOBAL.get_ptr(0) {
             // SAFETY: a valid, 8-byte aligned map value.
             Some(p) => unsafe { core::ptr::read_volatile(p) },
             None => u64::MAX,
@@ -92,7 +92,7 @@ impl Buckets for MapBuckets {
 
     #[inline(always)]
     fn commit_global(&self, old: u64, new: u64) -> bool {
-        match GUARD_GLOBAL_BKT.get_ptr_mut(0) {
+        match GUARD_GLOBAL.get_ptr_mut(0) {
             // SAFETY: a valid, 8-byte aligned map value.
             Some(p) => unsafe { crate::atomic::compare_exchange(p, old, new) },
             None => false,

@@ -10,6 +10,7 @@ mod elf;
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,9 @@ enum Command {
     Test(test::Options),
     /// Run setup, build guard, then run the guard-demo binary.
     Demo(demo::Options),
+    /// Run the BPF_PROG_TEST_RUN suite on the host kernel and on Debian 12's kernel under
+    /// qemu; report results and verifier instruction counts.
+    VmTest(vm::Options),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
         Command::Build(opts) => build::run(opts),
         Command::Test(opts) => test::run(opts),
         Command::Demo(opts) => demo::run(opts),
+        Command::VmTest(opts) => vm::run(opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -42,7 +42,7 @@ pub const PACKAGES: &[&str] = &[
 pub fn run_all() -> Result<()> {
     ensure_rust_src()?;
     ensure_bpf_linker()?;
-    ensure_packages()?;
+    ensure_packages(PACKAGES)?;
     Ok(())
 }
 
@@ -335,10 +335,10 @@ fn dpkg_installed(package: &str) -> Result<bool> {
     Ok(out.success && out.stdout.contains("install ok installed"))
 }
 
-/// Installs the missing [`PACKAGES`] with apt-get (root only).
-fn ensure_packages() -> Result<()> {
+/// Installs the missing `packages` with apt-get (root only).
+pub fn ensure_packages(packages: &[&str]) -> Result<()> {
     let mut missing = Vec::new();
-    for package in PACKAGES {
+    for package in packages {
         if !dpkg_installed(package)? {
             missing.push(*package);
         }
@@ -375,7 +375,7 @@ fn ensure_packages() -> Result<()> {
             bail!("apt-get did not install {still:?}");
         }
     }
-    println!("setup: packages ok ({})", PACKAGES.join(", "));
+    println!("setup: packages ok ({})", packages.join(", "));
     Ok(())
 }
 

@@ -1,0 +1,160 @@
+//! Checks on the built BPF object, on the host without loading it: the program, its license,
+//! and every map's type, key and value sizes equal to the guard-common types.
+
+use std::mem::size_of;
+
+use aya_obj::Object;
+use guard_common::{
+    GuardConfig,
+    maps::{
+        ALLOW_V4, ALLOW_V6, ATTACHMENTS, Attachment, CONFIG, COUNTERS, DENY_V4, DENY_V6,
+        GLOBAL_BUCKET, PREFIX_BUCKETS, PROGRAM, PrefixEntry, SOURCE_BUCKETS, TOP_TALKERS, TopEntry,
+    },
+    ratelimit::BucketKey,
+    verdict::{COUNTER_ENTRIES, Counter},
+};
+use guard_user::{maps::MAP_NAMES, object::OBJECT};
+
+const BPF_MAP_TYPE_HASH: u32 = 1;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
+/// An LPM trie key: a u32 prefix length, then the address.
+const fn lpm_key(addr: usize) -> usize {
+    4 + addr
+}
+
+#[test]
+fn the_object_has_the_program_and_license() {
+    let obj = Object::parse(OBJECT).expect("the embedded object parses");
+    assert!(
+        obj.programs.contains_key(PROGRAM),
+        "programs: {:?}",
+        obj.programs.keys()
+    );
+    assert_eq!(
+        obj.programs.len(),
+        1,
+        "one program: {:?}",
+        obj.programs.keys()
+    );
+    let license = obj.license.to_str().unwrap();
+    assert!(license.contains("GPL"), "license {license:?}");
+}
+
+#[test]
+fn every_map_matches_the_shared_types() {
+    let obj = Object::parse(OBJECT).expect("the embedded object parses");
+    let expected: &[(&str, u32, usize, usize, Option<u32>)] = &[
+        (
+            CONFIG,
+            BPF_MAP_TYPE_ARRAY,
+            4,
+            size_of::<GuardConfig>(),
+            Some(1),
+        ),
+        (
+            COUNTERS,
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            4,
+            size_of::<Counter>(),
+            Some(COUNTER_ENTRIES),
+        ),
+        (
+            ALLOW_V4,
+            BPF_MAP_TYPE_LPM_TRIE,
+            lpm_key(4),
+            size_of::<PrefixEntry>(),
+            None,
+        ),
+        (
+            ALLOW_V6,
+            BPF_MAP_TYPE_LPM_TRIE,
+            lpm_key(16),
+            size_of::<PrefixEntry>(),
+            None,
+        ),
+        (
+            DENY_V4,
+            BPF_MAP_TYPE_LPM_TRIE,
+            lpm_key(4),
+            size_of::<PrefixEntry>(),
+            None,
+        ),
+        (
+            DENY_V6,
+            BPF_MAP_TYPE_LPM_TRIE,
+            lpm_key(16),
+            size_of::<PrefixEntry>(),
+            None,
+        ),
+        (
+            SOURCE_BUCKETS,
+            BPF_MAP_TYPE_LRU_HASH,
+            size_of::<BucketKey>(),
+            8,
+            None,
+        ),
+        (
+            PREFIX_BUCKETS,
+            BPF_MAP_TYPE_LRU_HASH,
+            size_of::<BucketKey>(),
+            8,
+            None,
+        ),
+        (GLOBAL_BUCKET, BPF_MAP_TYPE_ARRAY, 4, 8, Some(1)),
+        (
+            TOP_TALKERS,
+            BPF_MAP_TYPE_LRU_HASH,
+            size_of::<BucketKey>(),
+            size_of::<TopEntry>(),
+            None,
+        ),
+        (
+            ATTACHMENTS,
+            BPF_MAP_TYPE_HASH,
+            4,
+            size_of::<Attachment>(),
+            None,
+        ),
+    ];
+    assert_eq!(
+        obj.maps.len(),
+        expected.len(),
+        "maps: {:?}",
+        obj.maps.keys()
+    );
+    for (name, kind, key, value, entries) in expected {
+        let m = obj
+            .maps
+            .get(*name)
+            .unwrap_or_else(|| panic!("no map {name}"));
+        assert_eq!(m.map_type(), *kind, "{name} type");
+        assert_eq!(m.key_size() as usize, *key, "{name} key size");
+        assert_eq!(m.value_size() as usize, *value, "{name} value size");
+        if let Some(n) = entries {
+            assert_eq!(m.max_entries(), *n, "{name} entries");
+        }
+        assert!(
+            MAP_NAMES.contains(name),
+            "{name} is not pinned by user space"
+        );
+        // Kernel map names are 15 characters at most; longer ones would be cut.
+        assert!(name.len() <= 15, "{name} is too long for a kernel map name");
+    }
+}
+
+#[test]
+fn shared_types_have_no_implicit_padding() {
+    // Pod types cross the kernel boundary byte for byte: padding would be uninitialised.
+    assert_eq!(size_of::<Counter>(), 16);
+    assert_eq!(size_of::<PrefixEntry>(), 4);
+    assert_eq!(size_of::<TopEntry>(), 24);
+    assert_eq!(size_of::<Attachment>(), 24);
+    assert_eq!(
+        size_of::<GuardConfig>(),
+        4 + 4 + size_of::<guard_common::ratelimit::RatePolicy>() + 4 + 4 + 8 * 1024
+    );
+    assert_eq!(size_of::<guard_common::ratelimit::RatePolicy>(), 3 * 16 + 8);
+}
