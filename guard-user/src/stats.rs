@@ -85,19 +85,27 @@ impl Totals {
     /// its block): [`COUNTER_SLOTS`] lookups instead of the whole map.
     pub fn read_interface(maps: &GuardMaps, ifindex: u32) -> anyhow::Result<Self> {
         let block = counter_index(ifindex, 0);
-        let mut all = vec![Counter::default(); COUNTER_ENTRIES as usize];
-        for slot in 0..COUNTER_SLOTS {
+        let read = |slot: u32| -> anyhow::Result<Counter> {
             let per_cpu = maps
                 .counters
                 .get(&(block + slot), 0)
                 .context("reading the counters map")?;
-            let c = &mut all[(block + slot) as usize];
-            for v in per_cpu.iter() {
-                c.packets += v.packets;
-                c.bytes += v.bytes;
-            }
+            Ok(per_cpu.iter().fold(Counter::default(), |mut acc, c| {
+                acc.packets += c.packets;
+                acc.bytes += c.bytes;
+                acc
+            }))
+        };
+        let mut verdicts = Vec::with_capacity(Verdict::ALL.len());
+        for v in Verdict::ALL {
+            verdicts.push((v, read(v.slot())?));
         }
-        Ok(CounterTable(all).interface(ifindex))
+        Ok(Self(
+            verdicts,
+            Events {
+                bucket_inserts: read(SLOT_BUCKET_INSERTS)?.packets,
+            },
+        ))
     }
 
     /// The counter of one verdict.

@@ -33,6 +33,8 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     /// Its maps.
     pub maps: GuardMaps,
+    /// The test-run counters after the last frame.
+    last: Totals,
 }
 
 impl Loaded {
@@ -48,7 +50,8 @@ impl Loaded {
             lists::add(&mut maps, List::Deny, deny).expect("denylist");
         }
         sync_deny_flag(&mut maps).expect("deny flag");
-        Self { ebpf, maps }
+        let last = test_run_totals(&maps);
+        Self { ebpf, maps, last }
     }
 
     /// Runs the program once on `frame`; returns the XDP action.
@@ -63,11 +66,14 @@ impl Loaded {
         .return_value
     }
 
-    /// Runs the program once on `frame`; returns the verdict it counted.
+    /// Runs the program once on `frame`; returns the verdict it counted (from the counters,
+    /// which must move by exactly one packet of one verdict). Every test run must go through
+    /// here or [`Loaded::run`] followed by [`Loaded::resync`].
     pub fn verdict(&mut self, frame: &[u8]) -> Verdict {
-        let before = test_run_totals(&self.maps);
+        let before = std::mem::take(&mut self.last);
         let action = self.run(frame);
         let after = test_run_totals(&self.maps);
+        self.last = after.clone();
         let moved: Vec<Verdict> = Verdict::ALL
             .into_iter()
             .filter(|v| after.get(*v).packets != before.get(*v).packets)
@@ -80,6 +86,13 @@ impl Loaded {
             "{verdict:?} returned {action}"
         );
         verdict
+    }
+}
+
+impl Loaded {
+    /// Re-reads the counters after runs that did not go through [`Loaded::verdict`].
+    pub fn resync(&mut self) {
+        self.last = test_run_totals(&self.maps);
     }
 }
 

@@ -19,8 +19,10 @@ fn nets(s: &[&str]) -> Vec<IpNet> {
     s.iter().map(|n| n.parse().unwrap()).collect()
 }
 
-/// (allowlist, denylist, source, expected).
-fn rows() -> Vec<(Vec<IpNet>, Vec<IpNet>, [u8; 4], Verdict)> {
+/// Allowlist, denylist, source, expected verdict.
+type Row = (Vec<IpNet>, Vec<IpNet>, [u8; 4], Verdict);
+
+fn rows() -> Vec<Row> {
     use Verdict::*;
     vec![
         (
