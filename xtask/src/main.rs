@@ -10,6 +10,7 @@ mod elf;
 mod setup;
 mod test;
 mod util;
+mod verify;
 mod vm;
 
 use std::process::ExitCode;
@@ -43,6 +44,8 @@ enum Command {
     Test(test::Options),
     /// Run setup, build guard, then run the guard-demo binary.
     Demo(demo::Options),
+    /// Long checks: the differential test at a million frames, and the fuzzers.
+    Verify(verify::Options),
     /// Run the BPF_PROG_TEST_RUN suite on the host kernel and on Debian 12's kernel under
     /// qemu; report results and verifier instruction counts.
     VmTest(vm::Options),
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Test(opts) => test::run(opts),
         Command::Demo(opts) => demo::run(opts),
         Command::VmTest(opts) => vm::run(opts),
+        Command::Verify(opts) => verify::run(opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
