@@ -20,6 +20,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::{
+    journal,
     lists::{self, List},
     loader::{self, MapSizes},
     maps::GuardMaps,
@@ -595,16 +596,35 @@ pub fn add_prefixes(
     require_loaded(layout)?;
     let _lock = Lock::acquire(layout)?;
     let mut maps = GuardMaps::open(layout)?;
-    let report = lists::add(&mut maps, list, nets)?;
+    let live: std::collections::BTreeSet<IpNet> =
+        lists::entries(&maps, list)?.into_iter().collect();
+    journal::begin(
+        layout,
+        &journal::Record {
+            list: list_key(list).into(),
+            op: "add".into(),
+            nets: nets.iter().filter(|n| !live.contains(n)).copied().collect(),
+            config: store.map(|s| s.path().to_path_buf()),
+        },
+    )?;
+    let report = match lists::add(&mut maps, list, nets) {
+        Ok(r) => r,
+        Err(e) => {
+            journal::end(layout)?;
+            return Err(e);
+        }
+    };
     let persisted = match store {
         Some(store) => store.apply(&[Change::AddPrefixes(list, nets.to_vec())]),
         None => Ok(()),
     };
     if let Err(e) = persisted {
         let _ = lists::remove_all(&mut maps, list, &report.added);
+        journal::end(layout)?;
         return Err(e.context("nothing was added"));
     }
     sync_deny_flag(&mut maps)?;
+    journal::end(layout)?;
     Ok(report)
 }
 
@@ -622,16 +642,37 @@ pub fn remove_prefixes(
         store.check_removable(list, nets)?;
     }
     let mut maps = GuardMaps::open(layout)?;
-    lists::remove_all(&mut maps, list, nets)?;
+    journal::begin(
+        layout,
+        &journal::Record {
+            list: list_key(list).into(),
+            op: "remove".into(),
+            nets: nets.to_vec(),
+            config: store.map(|s| s.path().to_path_buf()),
+        },
+    )?;
+    if let Err(e) = lists::remove_all(&mut maps, list, nets) {
+        journal::end(layout)?;
+        return Err(e);
+    }
     let persisted = match store {
         Some(store) => store.apply(&[Change::RemovePrefixes(list, nets.to_vec())]),
         None => Ok(()),
     };
     if let Err(e) = persisted {
         let _ = lists::add(&mut maps, list, nets);
+        journal::end(layout)?;
         return Err(e.context("nothing was removed"));
     }
-    sync_deny_flag(&mut maps)
+    sync_deny_flag(&mut maps)?;
+    journal::end(layout)
+}
+
+fn list_key(list: List) -> &'static str {
+    match list {
+        List::Allow => "allow",
+        List::Deny => "deny",
+    }
 }
 
 /// Sets the config's has-deny flag from the denylist's contents (call under the lock).

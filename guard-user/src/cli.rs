@@ -483,6 +483,10 @@ fn print_stats(now: &Totals, previous: Option<(&Totals, f64)>, json: bool) {
 fn open_for_read(layout: &PinLayout) -> anyhow::Result<GuardMaps> {
     privileges::require_bpf()?;
     attach::require_loaded(layout)?;
+    if crate::journal::pending(layout) {
+        // An interrupted change: taking the lock finishes it before anything is read.
+        drop(crate::pins::Lock::acquire(layout)?);
+    }
     GuardMaps::open(layout)
 }
 

@@ -4,6 +4,7 @@ pub mod attach;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod journal;
 pub mod lists;
 pub mod loader;
 pub mod maps;

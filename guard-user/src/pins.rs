@@ -178,6 +178,8 @@ impl Lock {
             return Err(io::Error::last_os_error())
                 .with_context(|| format!("locking {}", layout.root().display()));
         }
+        // A change interrupted by a crash is finished before anything else happens.
+        crate::journal::recover(layout).context("recovering an interrupted change")?;
         Ok(Self { _dir: dir })
     }
 }
