@@ -21,8 +21,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
+use aya_log_ebpf::debug;
 use guard_common::{
     Action, GuardConfig, Packet as _, Verdict, classify,
+    parse::Source,
     maps::{ATTACHMENTS_MAX, Attachment},
     verdict::{COUNTER_ENTRIES, Counter, counter_index},
 };
@@ -58,12 +60,25 @@ pub fn guard(ctx: XdpContext) -> u32 {
         && is_drop(decision.verdict)
         && seen & u64::from(config.top_sample - 1) == 0
     {
-        top::record(
-            &source,
-            decision.verdict,
-            bytes,
-            u64::from(config.top_sample),
-        );
+        top::record(&source, decision.verdict, bytes, u64::from(config.top_sample));
+        // Sampled like top talkers, so that even a flood logs at most 1 in N drops. Off unless
+        // the program was loaded at debug level (AYA_LOG_LEVEL, set by user space at load).
+        match source {
+            Source::V4(addr) => debug!(
+                &ctx,
+                "{} from {:i} (1 in {} drops logged)",
+                decision.verdict.name(),
+                u32::from_be_bytes(addr),
+                config.top_sample
+            ),
+            Source::V6(addr) => debug!(
+                &ctx,
+                "{} from {:i} (1 in {} drops logged)",
+                decision.verdict.name(),
+                addr,
+                config.top_sample
+            ),
+        }
     }
     match decision.verdict.action() {
         Action::Pass => xdp_action::XDP_PASS,

@@ -61,6 +61,10 @@ async fn serve(config_path: &Path) -> anyhow::Result<()> {
     log::info!("applied: {}", report.summary());
     let mut pending = !report.missing.is_empty();
 
+    if log::log_enabled!(log::Level::Debug) {
+        forward_ebpf_logs(&layout);
+    }
+
     let reloads = Family::<ReloadLabels, Counter>::default();
     let mut registry: Registry = metrics::registry(&layout);
     registry.register(
@@ -144,6 +148,44 @@ async fn serve(config_path: &Path) -> anyhow::Result<()> {
         log::info!("stopping: the guard stays attached (fail closed)");
     }
     Ok(())
+}
+
+/// Forwards the XDP program's aya-log records to this process's logger. The program's own
+/// level is fixed when it loads (debug if the loading process ran at debug level, else off),
+/// so this shows records only from a program loaded at debug level.
+fn forward_ebpf_logs(layout: &PinLayout) {
+    let id = match aya::programs::ProgramInfo::from_pin(layout.prog()) {
+        Ok(info) => info.id(),
+        Err(e) => {
+            log::warn!("eBPF logs: cannot read the pinned program: {e}");
+            return;
+        }
+    };
+    let logger = match aya_log::EbpfLogger::init_from_id(id) {
+        Ok(l) => l,
+        Err(e) => {
+            log::warn!("eBPF logs: not forwarded: {e}");
+            return;
+        }
+    };
+    log::debug!("forwarding eBPF logs of program {id} (level fixed at load)");
+    tokio::spawn(async move {
+        // SAFETY: the logger owns its ring buffer's fd and keeps it open while the AsyncFd
+        // owns the logger.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        };
+        let Ok(mut fd) = registered else {
+            return;
+        };
+        loop {
+            let Ok(mut ready) = fd.readable_mut().await else {
+                return;
+            };
+            ready.get_inner_mut().flush();
+            ready.clear_ready();
+        }
+    });
 }
 
 async fn serve_metrics(listener: tokio::net::TcpListener, registry: Arc<Registry>) {

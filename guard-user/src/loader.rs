@@ -30,9 +30,20 @@ impl Default for MapSizes {
     }
 }
 
+/// The eBPF log level fixed into the program when it loads: debug when this process logs at
+/// debug level (`RUST_LOG=debug`), else off, so that log statements cost one branch.
+pub fn ebpf_log_level() -> u8 {
+    // aya-log's levels: 1 error ... 4 debug, 5 trace; 0 turns every statement off.
+    if log::max_level() >= log::LevelFilter::Debug { 4 } else { 0 }
+}
+
 fn sized(sizes: &MapSizes) -> EbpfLoader<'static> {
+    static OFF: u8 = 0;
+    static DEBUG: u8 = 4;
+    let level: &'static u8 = if ebpf_log_level() == 4 { &DEBUG } else { &OFF };
     let mut loader = EbpfLoader::new();
     loader
+        .override_global("AYA_LOG_LEVEL", level, false)
         .map_max_entries(SOURCE_BUCKETS, sizes.source_buckets)
         .map_max_entries(PREFIX_BUCKETS, sizes.prefix_buckets)
         .map_max_entries(TOP_TALKERS, sizes.top_talkers);
