@@ -20,7 +20,7 @@ use crate::{
     config::{self, Desired},
     metrics,
     pins::PinLayout,
-    reconcile::reconcile,
+    reconcile::{Outcome, fingerprint, reconcile_file},
 };
 
 /// How often the config files are checked for changes (and missing interfaces retried).
@@ -40,24 +40,23 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
     runtime.block_on(serve(config_path))
 }
 
-fn fingerprint(config_path: &Path, desired: &Desired) -> Vec<Option<Vec<u8>>> {
-    std::iter::once(config_path)
-        .chain(desired.includes.iter().map(|p| p.as_path()))
-        .map(|p| std::fs::read(p).ok())
-        .collect()
-}
-
 async fn serve(config_path: &Path) -> anyhow::Result<()> {
-    let mut desired = config::load(config_path)?;
-    let layout = PinLayout::new(&desired.pin_path);
+    // The pin path comes from the config; the config is then read again, and applied, under
+    // the pin root's lock.
+    let layout = PinLayout::new(&config::load(config_path)?.pin_path);
+    let (outcome, mut seen) = reconcile_file(&layout, config_path)?;
+    let (mut desired, report) = match outcome {
+        Outcome::Applied(desired, report) => (*desired, report),
+        Outcome::Rejected(e) => return Err(e),
+        Outcome::Failed(_, e) => return Err(e.context("applying the config")),
+    };
     log::info!(
-        "starting with {} ({} interfaces, {} allowlisted, {} denylisted prefixes)",
+        "started with {} ({} interfaces, {} allowlisted, {} denylisted prefixes)",
         config_path.display(),
         desired.interfaces.len(),
         desired.allow.len(),
-        desired.deny.len()
+        desired.deny.len(),
     );
-    let report = reconcile(&layout, &desired).context("applying the config")?;
     log::info!("applied: {}", report.summary());
     let mut pending = !report.missing.is_empty();
 
@@ -66,6 +65,9 @@ async fn serve(config_path: &Path) -> anyhow::Result<()> {
     }
 
     let reloads = Family::<ReloadLabels, Counter>::default();
+    for result in ["ok", "rejected", "error"] {
+        let _ = reloads.get_or_create(&ReloadLabels { result });
+    }
     let mut registry: Registry = metrics::registry(&layout);
     registry.register(
         "guard_config_reloads",
@@ -85,13 +87,11 @@ async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(POLL);
-    let mut seen = fingerprint(config_path, &desired);
     loop {
         let why = tokio::select! {
             _ = hup.recv() => "SIGHUP",
             _ = tick.tick() => {
-                let now = fingerprint(config_path, &desired);
-                if now != seen {
+                if fingerprint(config_path, &desired) != seen {
                     "a config file changed"
                 } else if pending {
                     "retrying missing interfaces"
@@ -102,40 +102,46 @@ async fn serve(config_path: &Path) -> anyhow::Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
         };
-        match config::load(config_path) {
-            Ok(next) => {
+        let (outcome, now) = match reconcile_file(&layout, config_path) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("reload ({why}) failed: {e:#}");
+                reloads
+                    .get_or_create(&ReloadLabels { result: "error" })
+                    .inc();
+                continue;
+            }
+        };
+        seen = now;
+        match outcome {
+            Outcome::Applied(next, report) => {
+                if report.changed() || why != "retrying missing interfaces" {
+                    log::info!("reloaded ({why}): {}", report.summary());
+                }
                 if next.pin_path != desired.pin_path || next.metrics_addr != desired.metrics_addr {
                     log::warn!("pin_path and metrics_addr changes apply at the next start");
                 }
-                match reconcile(&layout, &next) {
-                    Ok(report) => {
-                        if report.changed() || why != "retrying missing interfaces" {
-                            log::info!("reloaded ({why}): {}", report.summary());
-                        }
-                        pending = !report.missing.is_empty();
-                        reloads.get_or_create(&ReloadLabels { result: "ok" }).inc();
-                    }
-                    Err(e) => {
-                        log::error!("reload ({why}) failed: {e:#}");
-                        reloads
-                            .get_or_create(&ReloadLabels { result: "error" })
-                            .inc();
-                    }
-                }
+                pending = !report.missing.is_empty();
+                reloads.get_or_create(&ReloadLabels { result: "ok" }).inc();
                 desired = Desired {
                     pin_path: desired.pin_path.clone(),
                     metrics_addr: desired.metrics_addr,
-                    ..next
+                    ..*next
                 };
             }
-            Err(e) => {
+            Outcome::Failed(_, e) => {
+                log::error!("reload ({why}) failed: {e:#}");
+                reloads
+                    .get_or_create(&ReloadLabels { result: "error" })
+                    .inc();
+            }
+            Outcome::Rejected(e) => {
                 log::error!("config rejected ({why}), keeping the running state: {e:#}");
                 reloads
                     .get_or_create(&ReloadLabels { result: "rejected" })
                     .inc();
             }
         }
-        seen = fingerprint(config_path, &desired);
     }
 
     if desired.detach_on_exit {

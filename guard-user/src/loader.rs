@@ -34,7 +34,11 @@ impl Default for MapSizes {
 /// debug level (`RUST_LOG=debug`), else off, so that log statements cost one branch.
 pub fn ebpf_log_level() -> u8 {
     // aya-log's levels: 1 error ... 4 debug, 5 trace; 0 turns every statement off.
-    if log::max_level() >= log::LevelFilter::Debug { 4 } else { 0 }
+    if log::max_level() >= log::LevelFilter::Debug {
+        4
+    } else {
+        0
+    }
 }
 
 fn sized(sizes: &MapSizes) -> EbpfLoader<'static> {

@@ -4,7 +4,7 @@
 //! and re-attach gap), and list entries are added before stale ones are removed, so that no
 //! allowlisted client is dropped while a reload is applied.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, path::Path};
 
 use anyhow::Context as _;
 use ipnet::IpNet;
@@ -14,7 +14,7 @@ use crate::{
         AttachOutcome, AttachRequest, attach_locked, linked_interfaces, remove_link,
         sync_deny_flag, unload,
     },
-    config::Desired,
+    config::{self, Desired},
     lists::{self, List},
     maps::GuardMaps,
     pins::{Lock, PinLayout},
@@ -84,12 +84,74 @@ impl Report {
 
 /// Makes the guard under `layout` match `desired`, loading it if nothing is pinned.
 pub fn reconcile(layout: &PinLayout, desired: &Desired) -> anyhow::Result<Report> {
+    with_lock(layout, |lock| reconcile_locked(lock, layout, desired))
+}
+
+/// The bytes of a config file and its include files, to notice changes.
+pub type Fingerprint = Vec<Option<Vec<u8>>>;
+
+/// What [`reconcile_file`] did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The config was read and applied.
+    Applied(Box<Desired>, Report),
+    /// The config was rejected (the running state is untouched).
+    Rejected(anyhow::Error),
+    /// The config was valid but applying it failed.
+    Failed(Box<Desired>, anyhow::Error),
+}
+
+/// Reads the config at `path` and applies it, both under the pin root's lock: the command line
+/// rewrites the file under the same lock, so no change it makes can fall between the read and
+/// the apply (and be undone by an older copy). Also returns the fingerprint of exactly what
+/// was read.
+pub fn reconcile_file(layout: &PinLayout, path: &Path) -> anyhow::Result<(Outcome, Fingerprint)> {
+    let existed = layout.abi_dir().exists();
+    let result = with_lock(layout, |lock| {
+        let text = std::fs::read(path);
+        let parsed = match &text {
+            Ok(bytes) => config::parse(path, &String::from_utf8_lossy(bytes)),
+            Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+        };
+        let mut fingerprint = vec![text.ok()];
+        let outcome = match parsed {
+            Err(e) => Outcome::Rejected(e),
+            Ok(desired) => {
+                fingerprint.extend(desired.includes.iter().map(|p| std::fs::read(p).ok()));
+                match reconcile_locked(lock, layout, &desired) {
+                    Ok(report) => Outcome::Applied(Box::new(desired), report),
+                    Err(e) => Outcome::Failed(Box::new(desired), e),
+                }
+            }
+        };
+        Ok((outcome, fingerprint))
+    });
+    if !existed && matches!(result, Ok((Outcome::Failed(..), _))) {
+        // A load this call started and could not finish: leave nothing behind.
+        let _ = unload(layout);
+    }
+    result
+}
+
+/// The fingerprint of the config at `path` and the include files of `desired`, now.
+pub fn fingerprint(path: &Path, desired: &Desired) -> Fingerprint {
+    std::iter::once(path)
+        .chain(desired.includes.iter().map(|p| p.as_path()))
+        .map(|p| std::fs::read(p).ok())
+        .collect()
+}
+
+fn with_lock<T>(
+    layout: &PinLayout,
+    f: impl FnOnce(&Lock) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     layout.check_abi()?;
     let existed = layout.abi_dir().exists();
     layout.prepare()?;
     let lock = Lock::acquire(layout)?;
-    let result = reconcile_locked(&lock, layout, desired);
+    let result = f(&lock);
     if result.is_err() && !existed {
+        // A load this call started and did not finish: leave nothing behind.
         drop(lock);
         let _ = unload(layout);
     }
