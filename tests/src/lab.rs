@@ -717,6 +717,269 @@ pub fn parse_get_value(reply: &[u8]) -> Option<Vec<u8>> {
     (rest == b"\r\nEND\r\n").then(|| data.to_vec())
 }
 
+// ---------------------------------------------------------------------------------------------
+// Rate limiting, the denylist and top talkers: more of guard's JSON, crafted frames sent
+// through an AF_PACKET socket, and bpftool's view of pinned maps.
+
+/// One row of `guard top --json`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Talker {
+    /// The source address.
+    pub source: IpAddr,
+    /// Dropped datagrams (an estimate unless the guard samples every drop).
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The last verdict recorded for it (`dropped`, `rate_limited`, `denied`, ...).
+    pub verdict: String,
+}
+
+impl Guard {
+    /// Runs `guard ARGS...`, which must succeed, and parses its stdout as JSON.
+    pub fn json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let out = self.ok(args)?;
+        serde_json::from_str(&out)
+            .with_context(|| format!("parsing the output of guard {}: {out:?}", args.join(" ")))
+    }
+
+    /// The `events.bucket_inserts` figure of `guard stats --json`.
+    pub fn bucket_inserts(&self) -> anyhow::Result<u64> {
+        let v = self.json(&["stats", "--json"])?;
+        v.pointer("/events/bucket_inserts")
+            .and_then(|n| n.as_u64())
+            .ok_or_else(|| anyhow!("guard stats --json has no events.bucket_inserts: {v}"))
+    }
+
+    /// `guard list --json`: the allowlist and the denylist, each sorted.
+    pub fn lists(&self) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let v = self.json(&["list", "--json"])?;
+        let list = |name: &str| -> anyhow::Result<Vec<String>> {
+            let mut out: Vec<String> = v
+                .get(name)
+                .and_then(|a| a.as_array())
+                .ok_or_else(|| anyhow!("guard list --json has no {name} array: {v}"))?
+                .iter()
+                .map(|p| {
+                    p.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| anyhow!("not a string in guard list --json: {p}"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            out.sort();
+            Ok(out)
+        };
+        Ok((list("allow")?, list("deny")?))
+    }
+
+    /// `guard top -n N --json`, heaviest first as guard prints it.
+    pub fn top(&self, n: usize) -> anyhow::Result<Vec<Talker>> {
+        let v = self.json(&["top", "-n", &n.to_string(), "--json"])?;
+        v.get("top")
+            .and_then(|t| t.as_array())
+            .ok_or_else(|| anyhow!("guard top --json has no top array: {v}"))?
+            .iter()
+            .map(|t| {
+                let num = |f: &str| {
+                    t.get(f)
+                        .and_then(|n| n.as_u64())
+                        .ok_or_else(|| anyhow!("top entry without {f}: {t}"))
+                };
+                let text = |f: &str| {
+                    t.get(f)
+                        .and_then(|s| s.as_str())
+                        .ok_or_else(|| anyhow!("top entry without {f}: {t}"))
+                };
+                Ok(Talker {
+                    source: text("source")?
+                        .parse()
+                        .with_context(|| format!("top entry source: {t}"))?,
+                    packets: num("packets")?,
+                    bytes: num("bytes")?,
+                    verdict: text("verdict")?.to_owned(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The MAC address of `dev` in `ns` (from `ip -j link show`).
+pub fn mac_address(ns: &Netns, dev: &str) -> anyhow::Result<[u8; 6]> {
+    let out = run_ok(
+        Command::new("ip")
+            .args(["-n", ns.name(), "-j", "link", "show", "dev", dev])
+            .stderr(Stdio::piped()),
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("parsing ip -j link show")?;
+    let text = v
+        .pointer("/0/address")
+        .and_then(|a| a.as_str())
+        .ok_or_else(|| anyhow!("ip -j link show {dev} has no address: {out}"))?;
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = text.split(':').collect();
+    ensure!(parts.len() == 6, "not a MAC address: {text}");
+    for (b, p) in mac.iter_mut().zip(parts) {
+        *b = u8::from_str_radix(p, 16).with_context(|| format!("not a MAC address: {text}"))?;
+    }
+    Ok(mac)
+}
+
+/// An Ethernet + IPv4 + UDP frame with correct IPv4 header and UDP checksums (no IP options,
+/// TTL 64, DF clear). The source address may be anything: nothing checks it before guard.
+pub fn udp4_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: std::net::SocketAddrV4,
+    dst: std::net::SocketAddrV4,
+    payload: &[u8],
+) -> Vec<u8> {
+    let udp_len = 8 + payload.len();
+    let total = 20 + udp_len;
+    let mut f = Vec::with_capacity(14 + total);
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    ip[4..6].copy_from_slice(&(src.port() ^ 0x5a5a).to_be_bytes()); // any id
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src.ip().octets());
+    ip[16..20].copy_from_slice(&dst.ip().octets());
+    let sum = crate::packets::checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&ip);
+    let mut udp = Vec::with_capacity(udp_len);
+    udp.extend_from_slice(&src.port().to_be_bytes());
+    udp.extend_from_slice(&dst.port().to_be_bytes());
+    udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    // The UDP checksum covers a pseudo header: addresses, protocol, UDP length.
+    let mut pseudo = Vec::with_capacity(12 + udp.len());
+    pseudo.extend_from_slice(&src.ip().octets());
+    pseudo.extend_from_slice(&dst.ip().octets());
+    pseudo.extend_from_slice(&[0, 17]);
+    pseudo.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    pseudo.extend_from_slice(&udp);
+    let sum = match crate::packets::checksum(&pseudo) {
+        0 => 0xffff,
+        s => s,
+    };
+    udp[6..8].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&udp);
+    f
+}
+
+/// A raw AF_PACKET socket bound to one interface of a namespace: it sends whole Ethernet
+/// frames out of that interface (to its veth peer) and receives nothing.
+#[derive(Debug)]
+pub struct PacketSocket {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl PacketSocket {
+    /// Opens the socket inside `ns` and binds it to `ifname` there. Needs CAP_NET_RAW.
+    pub fn open(ns: &Netns, ifname: &str) -> anyhow::Result<PacketSocket> {
+        use std::os::fd::FromRawFd;
+        let name = std::ffi::CString::new(ifname)?;
+        let fd = ns
+            .run(|| -> io::Result<std::os::fd::OwnedFd> {
+                // SAFETY: a plain socket call; the fd is owned at once.
+                let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+                if raw < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: raw is a fresh, valid fd nobody else owns.
+                let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+                // SAFETY: a valid NUL-terminated name.
+                let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+                if ifindex == 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+                let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+                sll.sll_family = libc::AF_PACKET as u16;
+                sll.sll_ifindex = ifindex as i32;
+                // SAFETY: a valid fd and a sockaddr_ll of the given size.
+                let r = unsafe {
+                    libc::bind(
+                        fd.as_raw_fd(),
+                        (&raw const sll).cast(),
+                        size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                    )
+                };
+                if r != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(fd)
+            })?
+            .with_context(|| format!("opening an AF_PACKET socket on {ifname} in {}", ns.name()))?;
+        Ok(PacketSocket { fd })
+    }
+
+    /// Sends one whole Ethernet frame.
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: a valid fd and buffer.
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n as usize != frame.len() {
+            return Err(io::Error::other(format!(
+                "sent {n} of {} bytes",
+                frame.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A pinned BPF map as bpftool sees it: its capacity and how many entries it holds now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapFill {
+    /// max_entries.
+    pub max_entries: u64,
+    /// Entries found by `bpftool map dump`.
+    pub entries: u64,
+}
+
+/// Reads `max_entries` (`bpftool -j map show pinned`) and counts the entries (`bpftool -j map
+/// dump pinned`) of the map pinned at `path`.
+pub fn pinned_map_fill(path: &Path) -> anyhow::Result<MapFill> {
+    let show = run_ok(
+        Command::new("bpftool")
+            .args(["-j", "map", "show", "pinned"])
+            .arg(path),
+    )?;
+    let show: serde_json::Value =
+        serde_json::from_str(&show).context("parsing bpftool map show")?;
+    let max_entries = show
+        .get("max_entries")
+        .and_then(|n| n.as_u64())
+        .ok_or_else(|| anyhow!("bpftool map show without max_entries: {show}"))?;
+    let dump = run_ok(
+        Command::new("bpftool")
+            .args(["-j", "map", "dump", "pinned"])
+            .arg(path),
+    )?;
+    let dump: serde_json::Value =
+        serde_json::from_str(&dump).context("parsing bpftool map dump")?;
+    let entries = dump
+        .as_array()
+        .ok_or_else(|| anyhow!("bpftool map dump is not an array"))?
+        .len() as u64;
+    Ok(MapFill {
+        max_entries,
+        entries,
+    })
+}
+
+/// Where a guard pins the map `name` (`GUARD_SRC_BKT`, ...): `<pin>/abi-1/maps/<name>`.
+pub fn pinned_map_path(guard: &Guard, name: &str) -> PathBuf {
+    guard_user::pins::PinLayout::new(guard.pin_path()).map(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
