@@ -233,7 +233,11 @@ pub(crate) fn attach_locked(
     // Configuration and allowlist first, so that no interface is ever guarded by a half
     // configured program; both are rolled back if any interface fails.
     let old_config = maps.read_config()?;
-    let mut config = old_config;
+    // A fresh config map is all zeroes; start it from the defaults (prefix bucket lengths).
+    let mut config = match program {
+        Program::Fresh(_) => GuardConfig::EMPTY,
+        Program::Pinned(_) => old_config,
+    };
     if let Some(ports) = ports {
         config.clear_ports();
         ports.iter().for_each(|p| config.protect(*p));

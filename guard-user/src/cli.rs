@@ -216,7 +216,34 @@ pub enum OnOff {
 
 /// Entry point of the `guard` binary: runs the command, prints a one-line error on failure.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // Like every other error: one line, exit status 1.
+            let text = e.to_string();
+            let line: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!(
+                "guard: error: {} (see guard --help)",
+                line.join(" ").trim_start_matches("error: ")
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     let default_level = if matches!(cli.command, Command::Run) {
         "info"
     } else {

@@ -105,13 +105,13 @@ pub const DEFAULT_GLOBAL: Rate = Rate {
 #[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args)]
 pub struct RateArgs {
     /// Per source address (IPv4 /32, IPv6 /128): RATE[/BURST] datagrams per second.
-    #[arg(long, value_name = "RATE[/BURST]")]
+    #[arg(long, value_name = "RATE[/BURST]", allow_hyphen_values = true)]
     pub per_source: Option<Rate>,
     /// Per prefix (see --prefix-v4, --prefix-v6): RATE[/BURST].
-    #[arg(long, value_name = "RATE[/BURST]")]
+    #[arg(long, value_name = "RATE[/BURST]", allow_hyphen_values = true)]
     pub per_prefix: Option<Rate>,
     /// For all non-allowlisted traffic on the host together: RATE[/BURST].
-    #[arg(long, value_name = "RATE[/BURST]")]
+    #[arg(long, value_name = "RATE[/BURST]", allow_hyphen_values = true)]
     pub global: Option<Rate>,
     /// Prefix length of IPv4 prefix buckets [default: 24].
     #[arg(long, value_name = "LEN", value_parser = clap::value_parser!(u32).range(0..=32))]
