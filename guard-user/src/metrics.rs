@@ -12,13 +12,13 @@ use prometheus_client::{
 };
 
 use crate::{
-    attach::{AttachedMode, attachment_name, linked_interfaces},
+    attach::AttachedMode,
     lists::{self, List},
     maps::GuardMaps,
     pins::PinLayout,
     policy::PolicyView,
     stats::Totals,
-    sys,
+    status,
 };
 
 /// Everything exported, read at once.
@@ -44,21 +44,14 @@ impl Snapshot {
         crate::attach::require_loaded(layout)?;
         let maps = GuardMaps::open(layout)?;
         let config = maps.read_config()?;
-        let records: Vec<_> = maps.attachments.iter().filter_map(Result::ok).collect();
         let mut interfaces = Vec::new();
-        for name in linked_interfaces(layout)? {
-            let index = sys::if_index(&name);
-            let details = sys::link_details(&layout.link(&name)).ok();
-            let live = matches!((details, index), (Some(d), Some(i)) if d.ifindex == i);
-            let mode = records
-                .iter()
-                .find(|(_, a)| attachment_name(a) == name)
-                .and_then(|(_, a)| AttachedMode::from_code(a.mode));
-            let totals = match (live, index) {
-                (true, Some(i)) => Totals::read_interface(&maps, i)?,
+        for i in status::interfaces(layout, &maps)? {
+            let totals = match (i.attached(), i.ifindex) {
+                (true, Some(index)) => Totals::read_interface(&maps, index)?,
                 _ => Totals::default(),
             };
-            interfaces.push((name, mode, live, totals));
+            let live = i.attached();
+            interfaces.push((i.name, i.mode, live, totals));
         }
         Ok(Self {
             interfaces,

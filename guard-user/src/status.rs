@@ -55,6 +55,36 @@ pub struct Status {
     pub stale_links: usize,
 }
 
+impl InterfaceStatus {
+    /// Is the link live on its interface?
+    pub fn attached(&self) -> bool {
+        self.state == "attached"
+    }
+}
+
+/// The interfaces with a guard link under `layout`: their mode, link and state.
+pub fn interfaces(layout: &PinLayout, maps: &GuardMaps) -> anyhow::Result<Vec<InterfaceStatus>> {
+    let records: Vec<_> = maps.attachments.iter().filter_map(Result::ok).collect();
+    let mut interfaces = Vec::new();
+    for name in linked_interfaces(layout)? {
+        let ifindex = sys::if_index(&name);
+        let details = sys::link_details(&layout.link(&name)).ok();
+        let live = matches!((details, ifindex), (Some(d), Some(i)) if d.ifindex == i);
+        let mode = records
+            .iter()
+            .find(|(_, a)| attachment_name(a) == name)
+            .and_then(|(_, a)| AttachedMode::from_code(a.mode));
+        interfaces.push(InterfaceStatus {
+            name,
+            ifindex,
+            mode,
+            link_id: details.map(|d| d.id),
+            state: if live { "attached" } else { "stale" },
+        });
+    }
+    Ok(interfaces)
+}
+
 impl Status {
     /// Reads the status of the guard under `layout`.
     pub fn read(layout: &PinLayout) -> anyhow::Result<Self> {
@@ -63,24 +93,7 @@ impl Status {
         let config = maps.read_config()?;
         let (allow_v4, allow_v6) = lists::sizes(&maps, List::Allow);
         let (deny_v4, deny_v6) = lists::sizes(&maps, List::Deny);
-        let records: Vec<_> = maps.attachments.iter().filter_map(Result::ok).collect();
-        let mut interfaces = Vec::new();
-        for name in linked_interfaces(layout)? {
-            let ifindex = sys::if_index(&name);
-            let details = sys::link_details(&layout.link(&name)).ok();
-            let live = matches!((details, ifindex), (Some(d), Some(i)) if d.ifindex == i);
-            let mode = records
-                .iter()
-                .find(|(_, a)| attachment_name(a) == name)
-                .and_then(|(_, a)| AttachedMode::from_code(a.mode));
-            interfaces.push(InterfaceStatus {
-                name,
-                ifindex,
-                mode,
-                link_id: details.map(|d| d.id),
-                state: if live { "attached" } else { "stale" },
-            });
-        }
+        let interfaces = interfaces(layout, &maps)?;
         let stale_links = interfaces.iter().filter(|i| i.state == "stale").count();
         Ok(Self {
             pin_path: layout.root().display().to_string(),
