@@ -4,18 +4,37 @@
 //! must bump it, so that a guard of another ABI refuses pinned state instead of misreading it.
 
 /// Version of the pinned-state layout (map set, key and value types).
-pub const ABI_VERSION: u32 = 1;
+///
+/// 2: the IPv4 lists gained their direct tables ([`ALLOW_V4_ROWS`] and the rest).
+pub const ABI_VERSION: u32 = 2;
 
 /// Config map (array, one [`crate::GuardConfig`]).
 pub const CONFIG: &str = "GUARD_CONFIG";
 /// Per-CPU counters map (per-CPU array of [`crate::verdict::Counter`], one slot per verdict).
 pub const COUNTERS: &str = "GUARD_COUNTERS";
-/// IPv4 allowlist (LPM trie, key: prefix length + 4 address bytes, value: [`PrefixEntry`]).
+/// IPv4 allowlist prefixes (LPM trie, key: prefix length + 4 address bytes, value:
+/// [`PrefixEntry`]). The set of record: what `guard list` shows and what bounds the list's
+/// size. The program looks IPv4 sources up in the direct tables ([`ALLOW_V4_ROWS`],
+/// [`ALLOW_V4_CHUNKS`]) and falls back to this trie only for a /24 marked [`slot::TRIE`].
 pub const ALLOW_V4: &str = "GUARD_ALLOW_V4";
+/// IPv4 allowlist, direct /24 table (array of [`V4_ROWS`] [`V4Row`]s, one per /16).
+pub const ALLOW_V4_ROWS: &str = "GUARD_A4_L24";
+/// IPv4 allowlist, per-address chunks of the /24s holding prefixes longer than /24 (array of
+/// [`V4_CHUNKS`] [`V4Chunk`]s).
+pub const ALLOW_V4_CHUNKS: &str = "GUARD_A4_L32";
+/// IPv4 allowlist, the owner of each chunk (array of [`V4_CHUNKS`] `u64`: the /24's index
+/// plus one, 0 for a free chunk). Written and read by user space only.
+pub const ALLOW_V4_OWNERS: &str = "GUARD_A4_OWN";
 /// IPv6 allowlist (LPM trie, key: prefix length + 16 address bytes, value: [`PrefixEntry`]).
 pub const ALLOW_V6: &str = "GUARD_ALLOW_V6";
-/// IPv4 denylist (LPM trie like [`ALLOW_V4`]).
+/// IPv4 denylist prefixes (LPM trie like [`ALLOW_V4`]).
 pub const DENY_V4: &str = "GUARD_DENY_V4";
+/// IPv4 denylist, direct /24 table (like [`ALLOW_V4_ROWS`]).
+pub const DENY_V4_ROWS: &str = "GUARD_D4_L24";
+/// IPv4 denylist, chunks (like [`ALLOW_V4_CHUNKS`]).
+pub const DENY_V4_CHUNKS: &str = "GUARD_D4_L32";
+/// IPv4 denylist, chunk owners (like [`ALLOW_V4_OWNERS`]).
+pub const DENY_V4_OWNERS: &str = "GUARD_D4_OWN";
 /// IPv6 denylist (LPM trie like [`ALLOW_V6`]).
 pub const DENY_V6: &str = "GUARD_DENY_V6";
 /// Per-source rate-limit buckets (LRU hash, key: [`crate::ratelimit::BucketKey`], value: the
@@ -34,7 +53,9 @@ pub const ATTACHMENTS: &str = "GUARD_IFACES";
 /// Name of the XDP program in the object.
 pub const PROGRAM: &str = "guard";
 
-/// Capacity of the IPv4 allowlist.
+/// Capacity of the IPv4 allowlist (and of the IPv4 denylist), in prefixes: the size of its
+/// trie. The direct tables never make a list full: a /24 that finds no free chunk is looked
+/// up in the trie instead.
 pub const ALLOW_V4_MAX: u32 = 131_072;
 /// Capacity of the IPv6 allowlist.
 pub const ALLOW_V6_MAX: u32 = 32_768;
@@ -46,6 +67,50 @@ pub const PREFIX_BUCKETS_DEFAULT: u32 = 16_384;
 pub const TOP_TALKERS_DEFAULT: u32 = 1_024;
 /// Capacity of the attachments map.
 pub const ATTACHMENTS_MAX: u32 = 256;
+
+/// Rows of an IPv4 direct table: one per /16, indexed by the address's first two bytes.
+///
+/// The maps of the IPv4 tables (rows, chunks, owners) are `BPF_F_MMAPABLE` arrays: user space
+/// maps them into memory and reads and changes them in place.
+pub const V4_ROWS: u32 = 65_536;
+/// Chunks of an IPv4 list: at most this many /24s hold prefixes longer than /24 in the direct
+/// tables; beyond it, such a /24 is looked up in the trie.
+pub const V4_CHUNKS: u32 = 65_280;
+
+/// A row of an IPv4 direct table: the [`slot`] of each /24 of one /16.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V4Row {
+    /// Indexed by the address's third byte.
+    pub slots: [u16; 256],
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for V4Row {}
+
+/// A chunk: the `Match` (longest matching prefix length plus one, 0 for none) of each address
+/// of one /24.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V4Chunk {
+    /// Indexed by the address's last byte.
+    pub matches: [u8; 256],
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for V4Chunk {}
+
+/// What a /24's slot in a [`V4Row`] holds.
+pub mod slot {
+    /// Slots up to this value are the `Match` of every address of the /24 (0: no prefix holds
+    /// it; `len + 1`: the longest prefix holding it is `len` long).
+    pub const MAX_MATCH: u16 = 33;
+    /// "Look this /24 up in the trie" (any value above [`MAX_MATCH`] and below [`CHUNK_BASE`]
+    /// reads the same): the /24 needs a chunk and none was free.
+    pub const TRIE: u16 = 255;
+    /// Slots from this value on point to chunk `slot - CHUNK_BASE`.
+    pub const CHUNK_BASE: u16 = 256;
+}
 
 /// Value of an allowlist or denylist entry.
 #[repr(C)]
@@ -97,3 +162,7 @@ pub struct Attachment {
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Attachment {}
+
+// Every chunk index fits a slot, and a slot cannot be both a `Match` and a chunk.
+const _: () = assert!(slot::CHUNK_BASE as u32 + V4_CHUNKS - 1 <= u16::MAX as u32);
+const _: () = assert!(slot::MAX_MATCH < slot::TRIE && slot::TRIE < slot::CHUNK_BASE);

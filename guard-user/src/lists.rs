@@ -1,17 +1,25 @@
 //! The allowlist and denylist: CIDR parsing and validation, and all-or-nothing changes to
 //! the maps.
 //!
-//! This module is the only user-space code that knows how prefixes are stored (one LPM trie
-//! per list and family today); callers deal in [`List`]s and [`IpNet`]s.
+//! This module is the only user-space code that knows how prefixes are stored; callers deal
+//! in [`List`]s and [`IpNet`]s. Each list keeps its prefixes in one LPM trie per family: the
+//! set of record (listing, sizes, capacity) and the IPv6 lookup. IPv4 sources are looked up
+//! in direct tables computed from the prefixes, maintained by the [`direct`] submodule.
 
-use std::{collections::BTreeSet, io};
+mod direct;
+
+use std::{
+    collections::{BTreeSet, HashSet},
+    io,
+    os::fd::AsFd as _,
+};
 
 use anyhow::{Context as _, anyhow, bail};
-use aya::maps::{LpmTrie, MapData, MapError, lpm_trie::Key};
+use aya::maps::{IterableMap as _, LpmTrie, MapData, MapError, lpm_trie::Key};
 use guard_common::maps::PrefixEntry;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
-use crate::maps::GuardMaps;
+use crate::{maps::GuardMaps, sys};
 
 const BPF_NOEXIST: u64 = 1;
 
@@ -89,10 +97,32 @@ fn errno(e: &MapError) -> Option<i32> {
 type TrieV4 = LpmTrie<MapData, [u8; 4], PrefixEntry>;
 type TrieV6 = LpmTrie<MapData, [u8; 16], PrefixEntry>;
 
-fn tries(maps: &mut GuardMaps, list: List) -> (&mut TrieV4, &mut TrieV6) {
+/// One list's maps.
+struct ListMaps<'m> {
+    v4: direct::Tables<'m>,
+    v6: &'m mut TrieV6,
+}
+
+fn list_maps(maps: &mut GuardMaps, list: List) -> ListMaps<'_> {
     match list {
-        List::Allow => (&mut maps.allow_v4, &mut maps.allow_v6),
-        List::Deny => (&mut maps.deny_v4, &mut maps.deny_v6),
+        List::Allow => ListMaps {
+            v4: direct::Tables {
+                rows: &maps.allow_v4_rows,
+                chunks: &maps.allow_v4_chunks,
+                owners: &maps.allow_v4_owners,
+                trie: &mut maps.allow_v4,
+            },
+            v6: &mut maps.allow_v6,
+        },
+        List::Deny => ListMaps {
+            v4: direct::Tables {
+                rows: &maps.deny_v4_rows,
+                chunks: &maps.deny_v4_chunks,
+                owners: &maps.deny_v4_owners,
+                trie: &mut maps.deny_v4,
+            },
+            v6: &mut maps.deny_v6,
+        },
     }
 }
 
@@ -103,75 +133,306 @@ fn tries_ref(maps: &GuardMaps, list: List) -> (&TrieV4, &TrieV6) {
     }
 }
 
-/// Inserts `net` unless present: Ok(true) when inserted, Ok(false) when already there.
-fn insert(maps: &mut GuardMaps, list: List, net: &IpNet) -> Result<bool, MapError> {
-    let len = u32::from(net.prefix_len());
-    let entry = PrefixEntry { prefix_len: len };
-    let (v4, v6) = tries(maps, list);
-    let r = match net {
-        IpNet::V4(n) => v4.insert(&Key::new(len, n.addr().octets()), entry, BPF_NOEXIST),
-        IpNet::V6(n) => v6.insert(&Key::new(len, n.addr().octets()), entry, BPF_NOEXIST),
-    };
-    match r {
-        Ok(()) => Ok(true),
-        Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
-        Err(e) => Err(e),
+/// The `Match` (longest matching prefix length plus one, 0 for none) of the first
+/// `prefix_len` bits of `addr` in `trie`.
+fn trie_lookup<const N: usize>(
+    trie: &LpmTrie<MapData, [u8; N], PrefixEntry>,
+    addr: [u8; N],
+    prefix_len: u32,
+) -> anyhow::Result<u32> {
+    match trie.get(&Key::new(prefix_len, addr), 0) {
+        Ok(e) => Ok(e.prefix_len + 1),
+        Err(MapError::KeyNotFound) => Ok(0),
+        Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(0),
+        Err(e) => Err(anyhow!(e).context("looking up a prefix")),
     }
 }
 
-/// Removes exactly `net` (not a covering prefix).
-fn remove(maps: &mut GuardMaps, list: List, net: &IpNet) -> Result<(), MapError> {
-    let len = u32::from(net.prefix_len());
-    let (v4, v6) = tries(maps, list);
-    match net {
-        IpNet::V4(n) => v4.remove(&Key::new(len, n.addr().octets())),
-        IpNet::V6(n) => v6.remove(&Key::new(len, n.addr().octets())),
+/// A trie's keys (prefix length, then the address) and values, packed for a batched call.
+fn trie_batch<const N: usize>(nets: &[(u8, [u8; N])]) -> (Vec<u8>, Vec<u8>) {
+    let mut keys = Vec::with_capacity(nets.len() * (4 + N));
+    let mut values = Vec::with_capacity(nets.len() * 4);
+    for (len, addr) in nets {
+        keys.extend_from_slice(&u32::from(*len).to_ne_bytes());
+        keys.extend_from_slice(addr);
+        values.extend_from_slice(&u32::from(*len).to_ne_bytes());
     }
+    (keys, values)
+}
+
+/// Kernels without batched operations on LPM tries (before 5.13?) answer `ENOTSUPP`; the
+/// tries are then changed and read one element at a time.
+fn unsupported(e: &io::Error) -> bool {
+    const ENOTSUPP: i32 = 524;
+    matches!(
+        e.raw_os_error(),
+        Some(ENOTSUPP) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+    )
+}
+
+fn io_error(e: MapError) -> io::Error {
+    match e {
+        MapError::SyscallError(s) => s.io_error,
+        e => io::Error::other(e),
+    }
+}
+
+/// Inserts the prefixes that are not there yet, in order: for each, whether it was inserted
+/// (false: already there). On a failure, returns the index of the prefix that failed and the
+/// error, with the ones inserted before it still in.
+///
+/// A few prefixes are inserted one by one with `BPF_NOEXIST`. Many are checked against the
+/// trie's keys (read in one batched call) and the new ones inserted in one batched call: the
+/// kernel takes no `BPF_NOEXIST` in a batch.
+fn trie_insert<const N: usize>(
+    trie: &mut LpmTrie<MapData, [u8; N], PrefixEntry>,
+    nets: &[(u8, [u8; N])],
+) -> Result<Vec<bool>, (Vec<bool>, usize, io::Error)> {
+    const ONE_BY_ONE: usize = 64;
+    if nets.len() <= ONE_BY_ONE {
+        return trie_insert_one_by_one(trie, nets);
+    }
+    let mut inserted = Vec::with_capacity(nets.len());
+    let present: HashSet<(u32, [u8; N])> = match trie_entries(trie) {
+        Ok(keys) => keys.into_iter().collect(),
+        Err(e) => return Err((inserted, 0, e)),
+    };
+    let mut seen = HashSet::new();
+    let fresh: Vec<(u8, [u8; N])> = nets
+        .iter()
+        .filter(|(len, addr)| {
+            let key = (u32::from(*len), *addr);
+            let new = !present.contains(&key) && seen.insert(key);
+            inserted.push(new);
+            new
+        })
+        .copied()
+        .collect();
+    let (keys, values) = trie_batch(&fresh);
+    if let Err(e) = sys::map_update_batch(trie.map().fd().as_fd(), &keys, &values, fresh.len(), 0) {
+        if e.done == 0 && unsupported(&e.error) {
+            return trie_insert_one_by_one(trie, nets);
+        }
+        // The prefix that failed, as an index into `nets`, and what went in before it.
+        let at = inserted
+            .iter()
+            .enumerate()
+            .filter(|(_, new)| **new)
+            .nth(e.done)
+            .map_or(nets.len() - 1, |(i, _)| i);
+        let mut done = inserted;
+        done.truncate(at);
+        return Err((done, at, e.error));
+    }
+    Ok(inserted)
+}
+
+fn trie_insert_one_by_one<const N: usize>(
+    trie: &mut LpmTrie<MapData, [u8; N], PrefixEntry>,
+    nets: &[(u8, [u8; N])],
+) -> Result<Vec<bool>, (Vec<bool>, usize, io::Error)> {
+    let mut inserted = Vec::with_capacity(nets.len());
+    for (at, (len, addr)) in nets.iter().enumerate() {
+        let len = u32::from(*len);
+        let entry = PrefixEntry { prefix_len: len };
+        match trie.insert(&Key::new(len, *addr), entry, BPF_NOEXIST) {
+            Ok(()) => inserted.push(true),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => inserted.push(false),
+            Err(e) => return Err((inserted, at, io_error(e))),
+        }
+    }
+    Ok(inserted)
+}
+
+/// Deletes the prefixes, in order. On a failure, returns the index of the prefix that failed
+/// and the error, with the ones before it deleted.
+fn trie_delete<const N: usize>(
+    trie: &mut LpmTrie<MapData, [u8; N], PrefixEntry>,
+    nets: &[(u8, [u8; N])],
+) -> Result<(), (usize, io::Error)> {
+    let (keys, _) = trie_batch(nets);
+    match sys::map_delete_batch(trie.map().fd().as_fd(), &keys, nets.len()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.done == 0 && unsupported(&e.error) => {
+            for (at, (len, addr)) in nets.iter().enumerate() {
+                trie.remove(&Key::new(u32::from(*len), *addr))
+                    .map_err(|e| (at, io_error(e)))?;
+            }
+            Ok(())
+        }
+        Err(e) => Err((e.done, e.error)),
+    }
+}
+
+/// Re-inserts prefixes (a rollback), best effort.
+fn trie_restore<const N: usize>(
+    trie: &mut LpmTrie<MapData, [u8; N], PrefixEntry>,
+    nets: &[(u8, [u8; N])],
+) {
+    let (keys, values) = trie_batch(nets);
+    if let Err(e) = sys::map_update_batch(trie.map().fd().as_fd(), &keys, &values, nets.len(), 0)
+        && e.done == 0
+        && unsupported(&e.error)
+    {
+        for (len, addr) in nets {
+            let len = u32::from(*len);
+            let _ = trie.insert(&Key::new(len, *addr), PrefixEntry { prefix_len: len }, 0);
+        }
+    }
+}
+
+/// Every prefix of a trie.
+fn trie_entries<const N: usize>(
+    trie: &LpmTrie<MapData, [u8; N], PrefixEntry>,
+) -> io::Result<Vec<(u32, [u8; N])>> {
+    let keys = match sys::map_lookup_all(trie.map().fd().as_fd(), 4 + N, 4, 1 << 14) {
+        Ok((keys, _)) => keys,
+        Err(e) if unsupported(&e) => {
+            return trie
+                .keys()
+                .map(|k| {
+                    let k = k.map_err(io_error)?;
+                    Ok((k.prefix_len(), k.data()))
+                })
+                .collect();
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(keys
+        .chunks_exact(4 + N)
+        .map(|k| {
+            let len = u32::from_ne_bytes(k[..4].try_into().expect("4 bytes"));
+            (len, k[4..].try_into().expect("N bytes"))
+        })
+        .collect())
+}
+
+/// A list's prefixes split by family, as trie keys, with their positions in the request.
+#[derive(Default)]
+struct Split {
+    v4: Vec<Ipv4Net>,
+    v4_keys: Vec<(u8, [u8; 4])>,
+    v4_at: Vec<usize>,
+    v6_keys: Vec<(u8, [u8; 16])>,
+    v6_at: Vec<usize>,
+}
+
+fn split(nets: &[IpNet]) -> Split {
+    let mut s = Split::default();
+    for (i, net) in nets.iter().enumerate() {
+        match net {
+            IpNet::V4(n) => {
+                s.v4.push(*n);
+                s.v4_keys.push((n.prefix_len(), n.network().octets()));
+                s.v4_at.push(i);
+            }
+            IpNet::V6(n) => {
+                s.v6_keys.push((n.prefix_len(), n.network().octets()));
+                s.v6_at.push(i);
+            }
+        }
+    }
+    s
+}
+
+fn pick<T: Clone>(items: &[T], keep: &[bool]) -> Vec<T> {
+    items
+        .iter()
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .map(|(t, _)| t.clone())
+        .collect()
 }
 
 /// Adds every prefix to `list`, or none: on any failure (a full map) the ones inserted by
 /// this call are removed again and the error says why.
+///
+/// The tries change first, then the IPv4 direct tables, for every IPv4 prefix given (also
+/// those already listed: that repairs tables a change interrupted midway left behind).
 pub fn add(maps: &mut GuardMaps, list: List, nets: &[IpNet]) -> anyhow::Result<Added> {
+    let s = split(nets);
+    let mut m = list_maps(maps, list);
+    let failed = |net: &IpNet, e: io::Error| {
+        let full = matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::E2BIG));
+        if full {
+            anyhow!(
+                "the {} {} is full ({} prefixes): nothing was added",
+                family(net),
+                list.name(),
+                capacity(net)
+            )
+        } else {
+            anyhow!(e).context(format!("adding {net}: nothing was added"))
+        }
+    };
+    let new_v4 = match trie_insert(m.v4.trie, &s.v4_keys) {
+        Ok(inserted) => inserted,
+        Err((inserted, at, e)) => {
+            let _ = trie_delete(m.v4.trie, &pick(&s.v4_keys, &inserted));
+            return Err(failed(&nets[s.v4_at[at]], e));
+        }
+    };
+    let new_v6 = match trie_insert(m.v6, &s.v6_keys) {
+        Ok(inserted) => inserted,
+        Err((inserted, at, e)) => {
+            let _ = trie_delete(m.v6, &pick(&s.v6_keys, &inserted));
+            let _ = trie_delete(m.v4.trie, &pick(&s.v4_keys, &new_v4));
+            return Err(failed(&nets[s.v6_at[at]], e));
+        }
+    };
+    if let Err(e) = direct::apply(&mut m.v4, direct::Change::Add, &s.v4) {
+        let _ = trie_delete(m.v6, &pick(&s.v6_keys, &new_v6));
+        let _ = trie_delete(m.v4.trie, &pick(&s.v4_keys, &new_v4));
+        let _ = direct::apply(&mut m.v4, direct::Change::Remove, &pick(&s.v4, &new_v4));
+        return Err(e.context("nothing was added"));
+    }
+    let mut added = vec![false; nets.len()];
+    for (at, new) in s
+        .v4_at
+        .iter()
+        .zip(&new_v4)
+        .chain(s.v6_at.iter().zip(&new_v6))
+    {
+        added[*at] = *new;
+    }
     let mut report = Added::default();
-    for net in nets {
-        match insert(maps, list, net) {
-            Ok(true) => report.added.push(*net),
-            Ok(false) => report.present.push(*net),
-            Err(e) => {
-                for done in &report.added {
-                    let _ = remove(maps, list, done);
-                }
-                let full = matches!(errno(&e), Some(libc::ENOSPC) | Some(libc::E2BIG));
-                return Err(if full {
-                    anyhow!(
-                        "the {} {} is full ({} prefixes): nothing was added",
-                        family(net),
-                        list.name(),
-                        capacity(net)
-                    )
-                } else {
-                    anyhow!(e).context(format!("adding {net}: nothing was added"))
-                });
-            }
+    for (net, new) in nets.iter().zip(added) {
+        if new {
+            report.added.push(*net);
+        } else {
+            report.present.push(*net);
         }
     }
     Ok(report)
 }
 
 /// Removes every prefix from `list`, or none: each must be there exactly as given.
+///
+/// The tries change first, then the IPv4 direct tables.
 pub fn remove_all(maps: &mut GuardMaps, list: List, nets: &[IpNet]) -> anyhow::Result<()> {
-    let mut removed = Vec::new();
-    for net in nets {
-        if let Err(e) = remove(maps, list, net) {
-            for done in &removed {
-                let _ = insert(maps, list, done);
-            }
-            if errno(&e) == Some(libc::ENOENT) {
-                bail!("{net} is not on the {}: nothing was removed", list.name());
-            }
-            return Err(anyhow!(e).context(format!("removing {net}: nothing was removed")));
+    let s = split(nets);
+    let mut m = list_maps(maps, list);
+    let failed = |net: &IpNet, e: io::Error| {
+        if e.raw_os_error() == Some(libc::ENOENT) {
+            anyhow!("{net} is not on the {}: nothing was removed", list.name())
+        } else {
+            anyhow!(e).context(format!("removing {net}: nothing was removed"))
         }
-        removed.push(*net);
+    };
+    if let Err((at, e)) = trie_delete(m.v4.trie, &s.v4_keys) {
+        trie_restore(m.v4.trie, &s.v4_keys[..at]);
+        return Err(failed(&nets[s.v4_at[at]], e));
+    }
+    if let Err((at, e)) = trie_delete(m.v6, &s.v6_keys) {
+        trie_restore(m.v6, &s.v6_keys[..at]);
+        trie_restore(m.v4.trie, &s.v4_keys);
+        return Err(failed(&nets[s.v6_at[at]], e));
+    }
+    if let Err(e) = direct::apply(&mut m.v4, direct::Change::Remove, &s.v4) {
+        trie_restore(m.v6, &s.v6_keys);
+        trie_restore(m.v4.trie, &s.v4_keys);
+        let _ = direct::apply(&mut m.v4, direct::Change::Add, &s.v4);
+        return Err(e.context("nothing was removed"));
     }
     Ok(())
 }
@@ -180,13 +441,15 @@ pub fn remove_all(maps: &mut GuardMaps, list: List, nets: &[IpNet]) -> anyhow::R
 pub fn entries(maps: &GuardMaps, list: List) -> anyhow::Result<Vec<IpNet>> {
     let (v4, v6) = tries_ref(maps, list);
     let mut out = BTreeSet::new();
-    for key in v4.keys() {
-        let key = key.with_context(|| format!("reading the IPv4 {}", list.name()))?;
-        out.insert(net_of(key.data().into(), key.prefix_len())?);
+    for (len, addr) in
+        trie_entries(v4).with_context(|| format!("reading the IPv4 {}", list.name()))?
+    {
+        out.insert(net_of(addr.into(), len)?);
     }
-    for key in v6.keys() {
-        let key = key.with_context(|| format!("reading the IPv6 {}", list.name()))?;
-        out.insert(net_of(key.data().into(), key.prefix_len())?);
+    for (len, addr) in
+        trie_entries(v6).with_context(|| format!("reading the IPv6 {}", list.name()))?
+    {
+        out.insert(net_of(addr.into(), len)?);
     }
     Ok(out.into_iter().collect())
 }
@@ -194,7 +457,10 @@ pub fn entries(maps: &GuardMaps, list: List) -> anyhow::Result<Vec<IpNet>> {
 /// The number of IPv4 and IPv6 prefixes on `list`.
 pub fn sizes(maps: &GuardMaps, list: List) -> (usize, usize) {
     let (v4, v6) = tries_ref(maps, list);
-    (v4.keys().count(), v6.keys().count())
+    (
+        trie_entries(v4).map_or(0, |e| e.len()),
+        trie_entries(v6).map_or(0, |e| e.len()),
+    )
 }
 
 /// Allowlists every prefix, or none.

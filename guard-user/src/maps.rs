@@ -8,8 +8,10 @@ use aya::{
 use guard_common::{
     GuardConfig,
     maps::{
-        ALLOW_V4, ALLOW_V6, ATTACHMENTS, Attachment, CONFIG, COUNTERS, DENY_V4, DENY_V6,
-        GLOBAL_BUCKET, PREFIX_BUCKETS, PrefixEntry, SOURCE_BUCKETS, TOP_TALKERS, TopEntry,
+        ALLOW_V4, ALLOW_V4_CHUNKS, ALLOW_V4_OWNERS, ALLOW_V4_ROWS, ALLOW_V6, ATTACHMENTS,
+        Attachment, CONFIG, COUNTERS, DENY_V4, DENY_V4_CHUNKS, DENY_V4_OWNERS, DENY_V4_ROWS,
+        DENY_V6, GLOBAL_BUCKET, PREFIX_BUCKETS, PrefixEntry, SOURCE_BUCKETS, TOP_TALKERS, TopEntry,
+        V4Chunk, V4Row,
     },
     ratelimit::BucketKey,
     verdict::Counter,
@@ -23,12 +25,24 @@ pub struct GuardMaps {
     pub config: Array<MapData, GuardConfig>,
     /// Per-CPU verdict counters.
     pub counters: PerCpuArray<MapData, Counter>,
-    /// IPv4 allowlist.
+    /// IPv4 allowlist prefixes (the set of record, and the fallback lookup).
     pub allow_v4: LpmTrie<MapData, [u8; 4], PrefixEntry>,
+    /// IPv4 allowlist, direct /24 table.
+    pub allow_v4_rows: Array<MapData, V4Row>,
+    /// IPv4 allowlist, per-address chunks.
+    pub allow_v4_chunks: Array<MapData, V4Chunk>,
+    /// IPv4 allowlist, chunk owners.
+    pub allow_v4_owners: Array<MapData, u64>,
     /// IPv6 allowlist.
     pub allow_v6: LpmTrie<MapData, [u8; 16], PrefixEntry>,
-    /// IPv4 denylist.
+    /// IPv4 denylist prefixes (the set of record, and the fallback lookup).
     pub deny_v4: LpmTrie<MapData, [u8; 4], PrefixEntry>,
+    /// IPv4 denylist, direct /24 table.
+    pub deny_v4_rows: Array<MapData, V4Row>,
+    /// IPv4 denylist, per-address chunks.
+    pub deny_v4_chunks: Array<MapData, V4Chunk>,
+    /// IPv4 denylist, chunk owners.
+    pub deny_v4_owners: Array<MapData, u64>,
     /// IPv6 denylist.
     pub deny_v6: LpmTrie<MapData, [u8; 16], PrefixEntry>,
     /// Per-source rate-limit buckets (LRU).
@@ -44,12 +58,18 @@ pub struct GuardMaps {
 }
 
 /// The names of all maps.
-pub const MAP_NAMES: [&str; 11] = [
+pub const MAP_NAMES: [&str; 17] = [
     CONFIG,
     COUNTERS,
     ALLOW_V4,
+    ALLOW_V4_ROWS,
+    ALLOW_V4_CHUNKS,
+    ALLOW_V4_OWNERS,
     ALLOW_V6,
     DENY_V4,
+    DENY_V4_ROWS,
+    DENY_V4_CHUNKS,
+    DENY_V4_OWNERS,
     DENY_V6,
     SOURCE_BUCKETS,
     PREFIX_BUCKETS,
@@ -69,8 +89,14 @@ impl GuardMaps {
             config: Array::try_from(Map::Array(pinned(CONFIG)?))?,
             counters: PerCpuArray::try_from(Map::PerCpuArray(pinned(COUNTERS)?))?,
             allow_v4: LpmTrie::try_from(Map::LpmTrie(pinned(ALLOW_V4)?))?,
+            allow_v4_rows: Array::try_from(Map::Array(pinned(ALLOW_V4_ROWS)?))?,
+            allow_v4_chunks: Array::try_from(Map::Array(pinned(ALLOW_V4_CHUNKS)?))?,
+            allow_v4_owners: Array::try_from(Map::Array(pinned(ALLOW_V4_OWNERS)?))?,
             allow_v6: LpmTrie::try_from(Map::LpmTrie(pinned(ALLOW_V6)?))?,
             deny_v4: LpmTrie::try_from(Map::LpmTrie(pinned(DENY_V4)?))?,
+            deny_v4_rows: Array::try_from(Map::Array(pinned(DENY_V4_ROWS)?))?,
+            deny_v4_chunks: Array::try_from(Map::Array(pinned(DENY_V4_CHUNKS)?))?,
+            deny_v4_owners: Array::try_from(Map::Array(pinned(DENY_V4_OWNERS)?))?,
             deny_v6: LpmTrie::try_from(Map::LpmTrie(pinned(DENY_V6)?))?,
             source_buckets: HashMap::try_from(Map::LruHashMap(pinned(SOURCE_BUCKETS)?))?,
             prefix_buckets: HashMap::try_from(Map::LruHashMap(pinned(PREFIX_BUCKETS)?))?,
@@ -90,8 +116,14 @@ impl GuardMaps {
             config: Array::try_from(take(CONFIG)?)?,
             counters: PerCpuArray::try_from(take(COUNTERS)?)?,
             allow_v4: LpmTrie::try_from(take(ALLOW_V4)?)?,
+            allow_v4_rows: Array::try_from(take(ALLOW_V4_ROWS)?)?,
+            allow_v4_chunks: Array::try_from(take(ALLOW_V4_CHUNKS)?)?,
+            allow_v4_owners: Array::try_from(take(ALLOW_V4_OWNERS)?)?,
             allow_v6: LpmTrie::try_from(take(ALLOW_V6)?)?,
             deny_v4: LpmTrie::try_from(take(DENY_V4)?)?,
+            deny_v4_rows: Array::try_from(take(DENY_V4_ROWS)?)?,
+            deny_v4_chunks: Array::try_from(take(DENY_V4_CHUNKS)?)?,
+            deny_v4_owners: Array::try_from(take(DENY_V4_OWNERS)?)?,
             deny_v6: LpmTrie::try_from(take(DENY_V6)?)?,
             source_buckets: HashMap::try_from(take(SOURCE_BUCKETS)?)?,
             prefix_buckets: HashMap::try_from(take(PREFIX_BUCKETS)?)?,

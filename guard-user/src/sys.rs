@@ -1,14 +1,18 @@
-//! The few bpf(2) queries aya 0.14 does not expose: the interface of an XDP link.
+//! The few bpf(2) calls aya 0.14 does not expose: the interface of an XDP link, batched map
+//! operations; and an RCU grace period.
 
 use std::{
     ffi::CString,
     io,
-    os::fd::{FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
     path::Path,
 };
 
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 /// `BPF_LINK_TYPE_XDP`.
 pub const BPF_LINK_TYPE_XDP: u32 = 6;
 
@@ -48,7 +52,6 @@ pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
 
 /// Reads the details of the link pinned at `path`.
 pub fn link_details(path: &Path) -> io::Result<LinkDetails> {
-    use std::os::fd::AsRawFd as _;
     let fd = obj_get(path)?;
     let mut info = [0u8; 256];
     let mut attr = [0u8; 16];
@@ -84,4 +87,191 @@ pub fn if_name(index: u32) -> Option<String> {
     }
     let len = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
     Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
+/// A batch call's attributes (`bpf_attr.batch`).
+fn batch_attr(
+    fd: BorrowedFd<'_>,
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    elem_flags: u64,
+) -> [u8; 56] {
+    let mut attr = [0u8; 56];
+    attr[0..8].copy_from_slice(&in_batch.to_ne_bytes());
+    attr[8..16].copy_from_slice(&out_batch.to_ne_bytes());
+    attr[16..24].copy_from_slice(&keys.to_ne_bytes());
+    attr[24..32].copy_from_slice(&values.to_ne_bytes());
+    attr[32..36].copy_from_slice(&count.to_ne_bytes());
+    attr[36..40].copy_from_slice(&(fd.as_raw_fd() as u32).to_ne_bytes());
+    attr[40..48].copy_from_slice(&elem_flags.to_ne_bytes());
+    attr
+}
+
+fn batch_count(attr: &[u8; 56]) -> usize {
+    u32::from_ne_bytes(attr[32..36].try_into().expect("4 bytes")) as usize
+}
+
+/// A batched map change that stopped early: how many elements were done, and why it stopped.
+#[derive(Debug)]
+pub struct BatchError {
+    /// Elements applied, in order, before the failure.
+    pub done: usize,
+    /// What the kernel said about the next one.
+    pub error: io::Error,
+}
+
+/// `BPF_MAP_UPDATE_BATCH`: writes `count` keys and values (packed, in this order) with
+/// `elem_flags` (`BPF_ANY`, `BPF_NOEXIST`, ...). The kernel applies them one after the other,
+/// in order, and stops at the first failure.
+pub fn map_update_batch(
+    fd: BorrowedFd<'_>,
+    keys: &[u8],
+    values: &[u8],
+    count: usize,
+    elem_flags: u64,
+) -> Result<(), BatchError> {
+    if count == 0 {
+        return Ok(());
+    }
+    let mut attr = batch_attr(
+        fd,
+        0,
+        0,
+        keys.as_ptr() as u64,
+        values.as_ptr() as u64,
+        count as u32,
+        elem_flags,
+    );
+    match bpf(BPF_MAP_UPDATE_BATCH, &mut attr) {
+        Ok(_) => Ok(()),
+        Err(error) => Err(BatchError {
+            done: batch_count(&attr),
+            error,
+        }),
+    }
+}
+
+/// `BPF_MAP_DELETE_BATCH`: deletes `count` keys (packed), in order, stopping at the first
+/// failure (`ENOENT` for a missing key).
+pub fn map_delete_batch(fd: BorrowedFd<'_>, keys: &[u8], count: usize) -> Result<(), BatchError> {
+    if count == 0 {
+        return Ok(());
+    }
+    let mut attr = batch_attr(fd, 0, 0, keys.as_ptr() as u64, 0, count as u32, 0);
+    match bpf(BPF_MAP_DELETE_BATCH, &mut attr) {
+        Ok(_) => Ok(()),
+        Err(error) => Err(BatchError {
+            done: batch_count(&attr),
+            error,
+        }),
+    }
+}
+
+/// `BPF_MAP_LOOKUP_BATCH` over the whole map, in the map's key order: every key and value,
+/// packed. `max_entries` bounds one call's buffer.
+pub fn map_lookup_all(
+    fd: BorrowedFd<'_>,
+    key_size: usize,
+    value_size: usize,
+    max_entries: usize,
+) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    let step = max_entries.clamp(1, 1 << 16);
+    let mut keys = Vec::new();
+    let mut values = Vec::new();
+    let mut cursor = vec![0u8; key_size];
+    let mut first = true;
+    loop {
+        let at_keys = keys.len();
+        let at_values = values.len();
+        keys.resize(at_keys + step * key_size, 0);
+        values.resize(at_values + step * value_size, 0);
+        let mut out = vec![0u8; key_size];
+        let mut attr = batch_attr(
+            fd,
+            if first { 0 } else { cursor.as_ptr() as u64 },
+            out.as_mut_ptr() as u64,
+            keys[at_keys..].as_mut_ptr() as u64,
+            values[at_values..].as_mut_ptr() as u64,
+            step as u32,
+            0,
+        );
+        let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        let got = batch_count(&attr);
+        keys.truncate(at_keys + got * key_size);
+        values.truncate(at_values + got * value_size);
+        match result {
+            Ok(_) if got == step => {
+                cursor = out;
+                first = false;
+            }
+            Ok(_) => return Ok((keys, values)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok((keys, values)),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits for an RCU grace period: when it returns, no XDP program run that started before the
+/// call is still running (every run, under test or on a NIC, holds the RCU read lock), so
+/// no run can still hold a pointer into map memory that was unreferenced before the call.
+///
+/// `membarrier(MEMBARRIER_CMD_GLOBAL)` is `synchronize_rcu()`. Kernels with `nohz_full`
+/// refuse it; then a pause far longer than any program run has to do.
+pub fn rcu_grace_period() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
+    // SAFETY: membarrier takes no pointers.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if rc != 0 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A `BPF_F_MMAPABLE` array map's values, mapped into this process (shared with the kernel:
+/// a store here is a store into the map, seen at once by the programs that read it).
+pub struct MappedArray {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+impl MappedArray {
+    /// Maps the first `len` bytes of the array behind `fd` (its values, `elem_size` apart,
+    /// where `elem_size` is the value size rounded up to 8), read-write.
+    pub fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
+        // SAFETY: a fresh shared mapping of a map fd; the kernel checks the length.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap"))?;
+        Ok(Self { ptr, len })
+    }
+
+    /// The mapping as a slice of `T` (an atomic type: the kernel reads it concurrently).
+    ///
+    /// # Safety
+    ///
+    /// `T` must be valid for any bit pattern and the mapping's size a multiple of its size.
+    pub unsafe fn as_slice<T>(&self) -> &[T] {
+        // SAFETY: the mapping is page-aligned, `len` bytes long and lives as long as self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast(), self.len / size_of::<T>()) }
+    }
+}
+
+impl Drop for MappedArray {
+    fn drop(&mut self) {
+        // SAFETY: ptr and len are those of our own mapping.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
 }

@@ -1,8 +1,14 @@
-//! The allowlist module against real LPM tries: all-or-nothing changes, a full map, exact
-//! revokes, listing.
+//! The allowlist module against the real maps: all-or-nothing changes, a full list (its trie
+//! holds [`ALLOW_V4_MAX`] IPv4 prefixes; the direct tables never fill it up), exact revokes,
+//! listing; and the loaded program follows each change.
 
-use guard_common::maps::ALLOW_V4_MAX;
-use guard_tests::privilege::require_privileges;
+use aya::programs::{TestRun as _, TestRunOptions};
+use guard_common::{config::MEMCACHED_PORT, maps::ALLOW_V4_MAX};
+use guard_tests::{
+    kernel::{XDP_DROP, XDP_PASS},
+    packets::{V4, table_config, v4_probe},
+    privilege::require_privileges,
+};
 use guard_user::{
     lists as allowlist,
     loader::{self, MapSizes},
@@ -12,8 +18,23 @@ use ipnet::IpNet;
 
 fn fresh() -> (aya::Ebpf, GuardMaps) {
     let mut ebpf = loader::load_unpinned(&MapSizes::default()).expect("load");
-    let maps = GuardMaps::take(&mut ebpf).expect("maps");
+    let mut maps = GuardMaps::take(&mut ebpf).expect("maps");
+    maps.write_config(&table_config()).expect("config");
     (ebpf, maps)
+}
+
+/// The program's action on a memcached probe from `source`.
+fn action(ebpf: &mut aya::Ebpf, source: [u8; 4]) -> u32 {
+    let frame = v4_probe(&[], V4::from(source), MEMCACHED_PORT);
+    loader::program(ebpf)
+        .expect("program")
+        .test_run(TestRunOptions {
+            data_in: Some(&frame),
+            repeat: 1,
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN")
+        .return_value
 }
 
 fn nets(s: &[&str]) -> Vec<IpNet> {
@@ -25,7 +46,7 @@ fn a_full_map_is_an_error_and_the_batch_is_rolled_back() {
     if !require_privileges("a_full_map_is_an_error_and_the_batch_is_rolled_back") {
         return;
     }
-    let (_ebpf, mut maps) = fresh();
+    let (mut ebpf, mut maps) = fresh();
     // Fill the IPv4 trie to one short of capacity with /32s in 10.0.0.0/8.
     let fill: Vec<IpNet> = (0..ALLOW_V4_MAX - 1)
         .map(|i| IpNet::new(std::net::Ipv4Addr::from(0x0A00_0000 + i).into(), 32).unwrap())
@@ -39,10 +60,19 @@ fn a_full_map_is_an_error_and_the_batch_is_rolled_back() {
     assert!(err.contains("nothing was added"), "{err}");
     let (v4, v6) = allowlist::sizes(&maps, allowlist::List::Allow);
     assert_eq!((v4, v6), (fill.len(), 0));
+    // The program allows the fill, and nothing of the batch.
+    assert_eq!(action(&mut ebpf, [10, 0, 0, 0]), XDP_PASS);
+    assert_eq!(action(&mut ebpf, [10, 1, 255, 254]), XDP_PASS);
+    assert_eq!(action(&mut ebpf, [10, 1, 255, 255]), XDP_DROP);
+    for source in [[192, 0, 2, 1], [198, 51, 100, 1], [203, 0, 113, 1]] {
+        assert_eq!(action(&mut ebpf, source), XDP_DROP, "{source:?}");
+    }
     // The last slot is still usable, and a re-add of a present prefix is not an error.
     let one = nets(&["192.0.2.0/24"]);
     assert_eq!(allowlist::allow(&mut maps, &one).unwrap().added, one);
     assert_eq!(allowlist::allow(&mut maps, &one).unwrap().present, one);
+    assert_eq!(action(&mut ebpf, [192, 0, 2, 1]), XDP_PASS);
+    assert_eq!(action(&mut ebpf, [198, 51, 100, 1]), XDP_DROP);
 }
 
 #[test]
@@ -50,7 +80,7 @@ fn revoke_is_exact_and_all_or_nothing() {
     if !require_privileges("revoke_is_exact_and_all_or_nothing") {
         return;
     }
-    let (_ebpf, mut maps) = fresh();
+    let (mut ebpf, mut maps) = fresh();
     let set = nets(&["10.0.0.0/8", "10.1.0.0/16", "2001:db8::/32"]);
     allowlist::allow(&mut maps, &set).unwrap();
     // 10.1.2.0/24 is covered by both, but was never added: revoking it is an error, and the
@@ -62,6 +92,9 @@ fn revoke_is_exact_and_all_or_nothing() {
     assert_eq!(allowlist::list(&maps).unwrap(), set);
     allowlist::revoke(&mut maps, &nets(&["10.1.0.0/16", "2001:db8::/32"])).unwrap();
     assert_eq!(allowlist::list(&maps).unwrap(), nets(&["10.0.0.0/8"]));
+    assert_eq!(action(&mut ebpf, [10, 1, 2, 3]), XDP_PASS);
+    allowlist::revoke(&mut maps, &nets(&["10.0.0.0/8"])).unwrap();
+    assert_eq!(action(&mut ebpf, [10, 1, 2, 3]), XDP_DROP);
 }
 
 #[test]

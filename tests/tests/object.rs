@@ -7,8 +7,10 @@ use aya_obj::Object;
 use guard_common::{
     GuardConfig,
     maps::{
-        ALLOW_V4, ALLOW_V6, ATTACHMENTS, Attachment, CONFIG, COUNTERS, DENY_V4, DENY_V6,
-        GLOBAL_BUCKET, PREFIX_BUCKETS, PROGRAM, PrefixEntry, SOURCE_BUCKETS, TOP_TALKERS, TopEntry,
+        ALLOW_V4, ALLOW_V4_CHUNKS, ALLOW_V4_OWNERS, ALLOW_V4_ROWS, ALLOW_V6, ATTACHMENTS,
+        Attachment, CONFIG, COUNTERS, DENY_V4, DENY_V4_CHUNKS, DENY_V4_OWNERS, DENY_V4_ROWS,
+        DENY_V6, GLOBAL_BUCKET, PREFIX_BUCKETS, PROGRAM, PrefixEntry, SOURCE_BUCKETS, TOP_TALKERS,
+        TopEntry, V4_CHUNKS, V4_ROWS, V4Chunk, V4Row,
     },
     ratelimit::BucketKey,
     verdict::{COUNTER_ENTRIES, Counter},
@@ -20,6 +22,7 @@ const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// An LPM trie key: a u32 prefix length, then the address.
 const fn lpm_key(addr: usize) -> usize {
     4 + addr
@@ -69,6 +72,21 @@ fn every_map_matches_the_shared_types() {
             None,
         ),
         (
+            ALLOW_V4_ROWS,
+            BPF_MAP_TYPE_ARRAY,
+            4,
+            size_of::<V4Row>(),
+            Some(V4_ROWS),
+        ),
+        (
+            ALLOW_V4_CHUNKS,
+            BPF_MAP_TYPE_ARRAY,
+            4,
+            size_of::<V4Chunk>(),
+            Some(V4_CHUNKS),
+        ),
+        (ALLOW_V4_OWNERS, BPF_MAP_TYPE_ARRAY, 4, 8, Some(V4_CHUNKS)),
+        (
             ALLOW_V6,
             BPF_MAP_TYPE_LPM_TRIE,
             lpm_key(16),
@@ -82,6 +100,21 @@ fn every_map_matches_the_shared_types() {
             size_of::<PrefixEntry>(),
             None,
         ),
+        (
+            DENY_V4_ROWS,
+            BPF_MAP_TYPE_ARRAY,
+            4,
+            size_of::<V4Row>(),
+            Some(V4_ROWS),
+        ),
+        (
+            DENY_V4_CHUNKS,
+            BPF_MAP_TYPE_ARRAY,
+            4,
+            size_of::<V4Chunk>(),
+            Some(V4_CHUNKS),
+        ),
+        (DENY_V4_OWNERS, BPF_MAP_TYPE_ARRAY, 4, 8, Some(V4_CHUNKS)),
         (
             DENY_V6,
             BPF_MAP_TYPE_LPM_TRIE,
@@ -140,6 +173,22 @@ fn every_map_matches_the_shared_types() {
         if let Some(n) = entries {
             assert_eq!(m.max_entries(), *n, "{name} entries");
         }
+        // User space maps the IPv4 tables into memory to read and change them in place.
+        let mmapable = [
+            ALLOW_V4_ROWS,
+            ALLOW_V4_CHUNKS,
+            ALLOW_V4_OWNERS,
+            DENY_V4_ROWS,
+            DENY_V4_CHUNKS,
+            DENY_V4_OWNERS,
+        ]
+        .contains(name);
+        assert_eq!(
+            m.map_flags() & BPF_F_MMAPABLE != 0,
+            mmapable,
+            "{name} flags {:#x}",
+            m.map_flags()
+        );
         assert!(
             MAP_NAMES.contains(name),
             "{name} is not pinned by user space"
@@ -154,6 +203,8 @@ fn shared_types_have_no_implicit_padding() {
     // Pod types cross the kernel boundary byte for byte: padding would be uninitialised.
     assert_eq!(size_of::<Counter>(), 16);
     assert_eq!(size_of::<PrefixEntry>(), 4);
+    assert_eq!(size_of::<V4Row>(), 512);
+    assert_eq!(size_of::<V4Chunk>(), 256);
     assert_eq!(size_of::<TopEntry>(), 24);
     assert_eq!(size_of::<Attachment>(), 24);
     assert_eq!(
