@@ -20,7 +20,14 @@ use clap::Args;
 use crate::{setup, util};
 
 /// The test files run in each kernel: those that load the program but need no network.
-const TESTS: &[&str] = &["prog_test_run", "rate_limit", "denylist", "verifier"];
+const TESTS: &[&str] = &[
+    "prog_test_run",
+    "rate_limit",
+    "denylist",
+    "overlaps",
+    "allowlist_maps",
+    "verifier",
+];
 
 /// How long one VM may take.
 const VM_TIMEOUT: Duration = Duration::from_secs(900);
