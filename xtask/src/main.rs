@@ -4,6 +4,7 @@
 //! machine where the eBPF toolchain is not installed yet (that is what
 //! `cargo xtask setup` is for).
 
+mod bench;
 mod build;
 mod demo;
 mod elf;
@@ -49,6 +50,7 @@ enum Command {
     /// Run the BPF_PROG_TEST_RUN suite on the host kernel and on Debian 12's kernel under
     /// qemu; report results and verifier instruction counts.
     VmTest(vm::Options),
+    Bench(bench::Options),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Demo(opts) => demo::run(opts),
         Command::VmTest(opts) => vm::run(opts),
         Command::Verify(opts) => verify::run(opts),
+        Command::Bench(opts) => bench::run(opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

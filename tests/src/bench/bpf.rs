@@ -1,0 +1,361 @@
+//! Raw bpf(2) calls for what aya does not wrap here: tiny hand-assembled XDP programs (the
+//! floor, the ceiling, the traffic generators), BPF_PROG_TEST_RUN on any program fd (the
+//! floor, xdp-filter's program), XDP links by fd, and program fds by id.
+//!
+//! The attribute layouts are those of `union bpf_attr` in the kernel's UAPI header.
+
+use std::{
+    ffi::CStr,
+    io,
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+};
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_LINK_CREATE: libc::c_long = 28;
+
+const BPF_PROG_TYPE_XDP: u32 = 6;
+/// `enum bpf_attach_type`: BPF_XDP.
+const BPF_XDP: u32 = 37;
+/// `XDP_FLAGS_DRV_MODE`: native (driver) XDP.
+pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+/// `BPF_F_TEST_XDP_LIVE_FRAMES`.
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+
+/// `XDP_DROP`.
+pub const XDP_DROP: u32 = 1;
+/// `XDP_PASS`.
+pub const XDP_PASS: u32 = 2;
+/// `XDP_TX`.
+pub const XDP_TX: u32 = 3;
+
+/// A zeroed `union bpf_attr` (larger than any command needs; the kernel wants the tail zero).
+#[repr(C, align(8))]
+struct Attr([u8; 128]);
+
+impl Attr {
+    fn new() -> Self {
+        Self([0; 128])
+    }
+
+    fn u32(&mut self, off: usize, v: u32) -> &mut Self {
+        self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+
+    fn u64(&mut self, off: usize, v: u64) -> &mut Self {
+        self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+
+    fn get_u32(&self, off: usize) -> u32 {
+        u32::from_ne_bytes(self.0[off..off + 4].try_into().expect("4 bytes"))
+    }
+
+    fn call(&mut self, cmd: libc::c_long) -> io::Result<libc::c_long> {
+        // SAFETY: a bpf(2) call with a valid, writable attribute buffer of the size passed.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                self.0.as_mut_ptr(),
+                self.0.len() as libc::c_uint,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    }
+
+    fn call_fd(&mut self, cmd: libc::c_long) -> io::Result<OwnedFd> {
+        let fd = self.call(cmd)?;
+        // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+    }
+}
+
+/// A tiny eBPF assembler: just the instructions the bench's programs use.
+pub mod asm {
+    /// One 8-byte instruction.
+    pub type Insn = [u8; 8];
+
+    fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+        let mut i = [0u8; 8];
+        i[0] = code;
+        i[1] = (src << 4) | (dst & 0x0f);
+        i[2..4].copy_from_slice(&off.to_le_bytes());
+        i[4..8].copy_from_slice(&imm.to_le_bytes());
+        i
+    }
+
+    /// `dst = imm` (64-bit).
+    pub fn mov_imm(dst: u8, imm: i32) -> Insn {
+        insn(0xb7, dst, 0, 0, imm)
+    }
+    /// `dst = src` (64-bit).
+    pub fn mov(dst: u8, src: u8) -> Insn {
+        insn(0xbf, dst, src, 0, 0)
+    }
+    /// `wdst = wsrc` (32-bit, zero-extends).
+    pub fn mov32(dst: u8, src: u8) -> Insn {
+        insn(0xbc, dst, src, 0, 0)
+    }
+    /// `dst += imm` (64-bit).
+    pub fn add_imm(dst: u8, imm: i32) -> Insn {
+        insn(0x07, dst, 0, 0, imm)
+    }
+    /// `dst += src` (64-bit).
+    pub fn add(dst: u8, src: u8) -> Insn {
+        insn(0x0f, dst, src, 0, 0)
+    }
+    /// `dst &= imm` (64-bit).
+    pub fn and_imm(dst: u8, imm: i32) -> Insn {
+        insn(0x57, dst, 0, 0, imm)
+    }
+    /// `wdst &= imm` (32-bit).
+    pub fn and32_imm(dst: u8, imm: i32) -> Insn {
+        insn(0x54, dst, 0, 0, imm)
+    }
+    /// `wdst |= imm` (32-bit).
+    pub fn or32_imm(dst: u8, imm: i32) -> Insn {
+        insn(0x44, dst, 0, 0, imm)
+    }
+    /// `dst ^= imm` (64-bit).
+    pub fn xor_imm(dst: u8, imm: i32) -> Insn {
+        insn(0xa7, dst, 0, 0, imm)
+    }
+    /// `dst >>= imm` (64-bit, logical).
+    pub fn rsh_imm(dst: u8, imm: i32) -> Insn {
+        insn(0x77, dst, 0, 0, imm)
+    }
+    /// `dst = *(u32 *)(src + off)`.
+    pub fn ldx_w(dst: u8, src: u8, off: i16) -> Insn {
+        insn(0x61, dst, src, off, 0)
+    }
+    /// `dst = *(u16 *)(src + off)`.
+    pub fn ldx_h(dst: u8, src: u8, off: i16) -> Insn {
+        insn(0x69, dst, src, off, 0)
+    }
+    /// `*(u32 *)(dst + off) = src`.
+    pub fn stx_w(dst: u8, src: u8, off: i16) -> Insn {
+        insn(0x63, dst, src, off, 0)
+    }
+    /// `*(u16 *)(dst + off) = src`.
+    pub fn stx_h(dst: u8, src: u8, off: i16) -> Insn {
+        insn(0x6b, dst, src, off, 0)
+    }
+    /// `if dst > src goto +off` (unsigned).
+    pub fn jgt(dst: u8, src: u8, off: i16) -> Insn {
+        insn(0x2d, dst, src, off, 0)
+    }
+    /// `call helper`.
+    pub fn call(helper: i32) -> Insn {
+        insn(0x85, 0, 0, 0, helper)
+    }
+    /// `exit`.
+    pub fn exit() -> Insn {
+        insn(0x95, 0, 0, 0, 0)
+    }
+}
+
+/// `bpf_get_prandom_u32`.
+const HELPER_GET_PRANDOM_U32: i32 = 7;
+
+/// `r0 = action; exit`: XDP_DROP for the floor and the ceiling, XDP_TX for the generator.
+pub fn return_only(action: u32) -> Vec<asm::Insn> {
+    vec![asm::mov_imm(0, action as i32), asm::exit()]
+}
+
+/// The spoofing generator: writes a random source address inside `base/10` into an untagged
+/// IPv4 frame, fixes the IPv4 header checksum incrementally (RFC 1624, so it is right whether
+/// or not the kernel resets the frame between runs), and returns XDP_TX.
+pub fn spoofing_tx(base: [u8; 4]) -> Vec<asm::Insn> {
+    use asm::*;
+    // The source address as the program stores it: a native (little-endian) u32 whose low byte
+    // goes on the wire first. Keep the top 10 bits of `base`, randomise the other 22.
+    let keep_mask = u32::from_le_bytes([0xff, 0xc0, 0, 0]);
+    let fixed = u32::from_le_bytes([base[0], base[1] & 0xc0, 0, 0]);
+    const SADDR: i16 = 14 + 12;
+    const CSUM: i16 = 14 + 10;
+    let body = vec![
+        call(HELPER_GET_PRANDOM_U32),
+        mov32(0, 0), // zero-extend the helper's u32
+        and32_imm(0, !keep_mask as i32),
+        or32_imm(0, fixed as i32),
+        ldx_w(3, 6, SADDR), // r3 = old source
+        stx_w(6, 0, SADDR), // source = r0
+        ldx_h(4, 6, CSUM),  // r4 = old checksum HC
+        xor_imm(4, 0xffff), // ~HC
+        mov(5, 3),
+        and_imm(5, 0xffff),
+        xor_imm(5, 0xffff), // + ~m (low half)
+        add(4, 5),
+        rsh_imm(3, 16),
+        xor_imm(3, 0xffff), // + ~m (high half)
+        add(4, 3),
+        mov(5, 0),
+        and_imm(5, 0xffff), // + m' (low half)
+        add(4, 5),
+        rsh_imm(0, 16), // + m' (high half)
+        add(4, 0),
+        mov(5, 4),
+        rsh_imm(5, 16),
+        and_imm(4, 0xffff),
+        add(4, 5), // fold once
+        mov(5, 4),
+        rsh_imm(5, 16),
+        and_imm(4, 0xffff),
+        add(4, 5),          // fold twice
+        xor_imm(4, 0xffff), // HC' = ~(~HC + ~m + m')
+        stx_h(6, 4, CSUM),
+    ];
+    let mut prog = vec![
+        ldx_w(6, 1, 0), // r6 = ctx->data
+        ldx_w(7, 1, 4), // r7 = ctx->data_end
+        mov(2, 6),
+        add_imm(2, 34),               // r2 = data + Ethernet + IPv4 header
+        jgt(2, 7, body.len() as i16), // too short: skip to XDP_TX
+    ];
+    prog.extend(body);
+    prog.extend(return_only(XDP_TX));
+    prog
+}
+
+/// Loads an XDP program; the verifier's log is in the error when it refuses.
+pub fn load_xdp(name: &str, insns: &[asm::Insn]) -> io::Result<OwnedFd> {
+    let code: Vec<u8> = insns.iter().flatten().copied().collect();
+    let license: &CStr = c"GPL";
+    let try_load = |log: Option<&mut Vec<u8>>| {
+        let mut a = Attr::new();
+        a.u32(0, BPF_PROG_TYPE_XDP)
+            .u32(4, insns.len() as u32)
+            .u64(8, code.as_ptr() as u64)
+            .u64(16, license.as_ptr() as u64)
+            .u32(68, BPF_XDP);
+        let bytes = name.as_bytes();
+        let n = bytes.len().min(15);
+        a.0[48..48 + n].copy_from_slice(&bytes[..n]);
+        if let Some(log) = log {
+            a.u32(24, 1)
+                .u32(28, log.len() as u32)
+                .u64(32, log.as_mut_ptr() as u64);
+            a.call_fd(BPF_PROG_LOAD)
+        } else {
+            a.call_fd(BPF_PROG_LOAD)
+        }
+    };
+    match try_load(None) {
+        Ok(fd) => Ok(fd),
+        Err(first) => {
+            let mut log = vec![0u8; 1 << 16];
+            let _ = try_load(Some(&mut log));
+            let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+            Err(io::Error::new(
+                first.kind(),
+                format!(
+                    "loading XDP program {name}: {first}; verifier: {}",
+                    String::from_utf8_lossy(&log[..end]).trim()
+                ),
+            ))
+        }
+    }
+}
+
+/// What one BPF_PROG_TEST_RUN reported.
+#[derive(Clone, Copy, Debug)]
+pub struct TestRun {
+    /// The program's return value (of the last run).
+    pub retval: u32,
+    /// The kernel's mean time per run, nanoseconds (truncated to an integer by the kernel).
+    pub duration_ns: u32,
+}
+
+/// BPF_PROG_TEST_RUN of `prog` on `data`, `repeat` times.
+pub fn test_run(prog: BorrowedFd<'_>, data: &[u8], repeat: u32) -> io::Result<TestRun> {
+    let mut a = Attr::new();
+    a.u32(0, prog.as_raw_fd() as u32)
+        .u32(8, data.len() as u32)
+        .u64(16, data.as_ptr() as u64)
+        .u32(32, repeat);
+    a.call(BPF_PROG_TEST_RUN)?;
+    Ok(TestRun {
+        retval: a.get_u32(4),
+        duration_ns: a.get_u32(36),
+    })
+}
+
+/// One BPF_PROG_TEST_RUN of `prog` on `data`; the frame as the program left it is written to
+/// `out`. Returns the action and the output's length.
+pub fn test_run_output(
+    prog: BorrowedFd<'_>,
+    data: &[u8],
+    out: &mut [u8],
+) -> io::Result<(u32, usize)> {
+    let mut a = Attr::new();
+    a.u32(0, prog.as_raw_fd() as u32)
+        .u32(8, data.len() as u32)
+        .u32(12, out.len() as u32)
+        .u64(16, data.as_ptr() as u64)
+        .u64(24, out.as_mut_ptr() as u64)
+        .u32(32, 1);
+    a.call(BPF_PROG_TEST_RUN)?;
+    Ok((a.get_u32(4), a.get_u32(12) as usize))
+}
+
+/// BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES: `repeat` copies of `data` go through
+/// `prog` as if received on `ifindex` (of the calling thread's network namespace), in batches
+/// of `batch`; XDP_TX sends them out of that interface. Returns the kernel's mean ns per
+/// frame inside its run loop (setup and teardown of the call excluded).
+pub fn test_run_live(
+    prog: BorrowedFd<'_>,
+    data: &[u8],
+    ifindex: u32,
+    repeat: u32,
+    batch: u32,
+) -> io::Result<u32> {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    // egress_ifindex.
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(data.len() as u32).to_ne_bytes());
+    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut a = Attr::new();
+    a.u32(0, prog.as_raw_fd() as u32)
+        .u32(8, data.len() as u32)
+        .u64(16, data.as_ptr() as u64)
+        .u32(32, repeat)
+        .u32(40, ctx.len() as u32)
+        .u64(48, ctx.as_ptr() as u64)
+        .u32(64, BPF_F_TEST_XDP_LIVE_FRAMES)
+        .u32(72, batch);
+    a.call(BPF_PROG_TEST_RUN)?;
+    Ok(a.get_u32(36))
+}
+
+/// An XDP program attached to an interface by a bpf_link: detached when dropped.
+#[derive(Debug)]
+pub struct XdpLink {
+    _fd: OwnedFd,
+}
+
+/// Attaches `prog` to `ifindex` of the calling thread's network namespace with `flags`
+/// (e.g. [`XDP_FLAGS_DRV_MODE`]).
+pub fn attach_xdp(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> io::Result<XdpLink> {
+    let mut a = Attr::new();
+    a.u32(0, prog.as_raw_fd() as u32)
+        .u32(4, ifindex)
+        .u32(8, BPF_XDP)
+        .u32(12, flags);
+    Ok(XdpLink {
+        _fd: a.call_fd(BPF_LINK_CREATE)?,
+    })
+}
+
+/// A new fd for the program with this id.
+pub fn prog_fd_by_id(id: u32) -> io::Result<OwnedFd> {
+    let mut a = Attr::new();
+    a.u32(0, id);
+    a.call_fd(BPF_PROG_GET_FD_BY_ID)
+}

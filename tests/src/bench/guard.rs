@@ -1,0 +1,132 @@
+//! guard's XDP program loaded for the bench through guard-user's public API: unpinned, with
+//! private maps, so that nothing touches a guard the host may run.
+
+use std::os::fd::{AsFd as _, BorrowedFd};
+
+use anyhow::{Context as _, ensure};
+use aya::{
+    Ebpf,
+    programs::{TestRun as _, TestRunOptions},
+};
+use guard_common::{GuardConfig, Verdict, config::MEMCACHED_PORT};
+use guard_user::{
+    lists::{self, List},
+    loader::{self, MapSizes},
+    maps::GuardMaps,
+    policy::{self, PolicyKind, RateArgs},
+    stats::Totals,
+};
+use ipnet::IpNet;
+use serde_json::{Value, json};
+
+/// The interface BPF_PROG_TEST_RUN reports as ingress (the loopback).
+const TEST_RUN_IFINDEX: u32 = 1;
+
+/// guard's policy for sources that are not allowlisted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Drop them (the default).
+    Drop,
+    /// Rate-limit them with guard's default limits (10/20 per source, 100/200 per /24,
+    /// 1000/2000 global).
+    RateLimit,
+}
+
+/// The configuration `guard attach` writes (port 11211, top talkers sampled 1 in 16), with
+/// `policy`.
+pub fn config(policy: Policy) -> anyhow::Result<GuardConfig> {
+    let mut c = GuardConfig::EMPTY;
+    c.protect(MEMCACHED_PORT);
+    c.top_sample = guard_common::config::DEFAULT_TOP_SAMPLE;
+    let kind = match policy {
+        Policy::Drop => PolicyKind::Drop,
+        Policy::RateLimit => PolicyKind::RateLimit,
+    };
+    policy::apply(&mut c, kind, &RateArgs::default())?;
+    Ok(c)
+}
+
+/// A loaded guard with its maps.
+pub struct Instance {
+    ebpf: Ebpf,
+    /// Its maps.
+    pub maps: GuardMaps,
+    policy: Option<Policy>,
+}
+
+impl Instance {
+    /// Loads guard with default map sizes and allowlists `allow`.
+    pub fn load(allow: &[IpNet], policy: Policy) -> anyhow::Result<Self> {
+        let mut ebpf = loader::load_unpinned(&MapSizes::default())?;
+        let maps = GuardMaps::take(&mut ebpf)?;
+        let mut me = Self {
+            ebpf,
+            maps,
+            policy: None,
+        };
+        me.set_policy(policy)?;
+        if !allow.is_empty() {
+            lists::add(&mut me.maps, List::Allow, allow)?;
+        }
+        Ok(me)
+    }
+
+    /// Switches the policy (a config map write) unless it is already in force.
+    pub fn set_policy(&mut self, policy: Policy) -> anyhow::Result<()> {
+        if self.policy != Some(policy) {
+            self.maps.write_config(&config(policy)?)?;
+            self.policy = Some(policy);
+        }
+        Ok(())
+    }
+
+    /// The program's fd, to attach it.
+    pub fn prog_fd(&mut self) -> anyhow::Result<BorrowedFd<'_>> {
+        Ok(loader::program(&mut self.ebpf)?.fd()?.as_fd())
+    }
+
+    /// BPF_PROG_TEST_RUN (through aya's `TestRun`) of `frame`, `repeat` times: the XDP action
+    /// and the kernel's mean nanoseconds per run.
+    pub fn run(&mut self, frame: &[u8], repeat: u32) -> anyhow::Result<(u32, u32)> {
+        let prog = loader::program(&mut self.ebpf)?;
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..Default::default()
+            })
+            .context("BPF_PROG_TEST_RUN of guard")?;
+        Ok((r.return_value, r.duration.as_nanos() as u32))
+    }
+
+    /// Counters of test-run frames.
+    pub fn test_run_totals(&self) -> anyhow::Result<Totals> {
+        Totals::read_interface(&self.maps, TEST_RUN_IFINDEX)
+    }
+
+    /// Runs `frame` once and checks that guard counted it as `expect`.
+    pub fn verify(&mut self, frame: &[u8], expect: Verdict) -> anyhow::Result<()> {
+        let before = self.test_run_totals()?;
+        self.run(frame, 1)?;
+        let after = self.test_run_totals()?;
+        let moved: Vec<Verdict> = Verdict::ALL
+            .into_iter()
+            .filter(|v| after.get(*v).packets != before.get(*v).packets)
+            .collect();
+        ensure!(
+            moved == [expect],
+            "the frame was counted as {moved:?}, not {expect:?}"
+        );
+        Ok(())
+    }
+
+    /// Instruction counts and sizes of the loaded program.
+    pub fn facts(&mut self) -> anyhow::Result<Value> {
+        let info = loader::program(&mut self.ebpf)?.info()?;
+        Ok(json!({
+            "xlated_insns": info.size_translated().map(|b| b / 8),
+            "jited_bytes": info.size_jitted(),
+            "verified_insns": info.verified_instruction_count(),
+        }))
+    }
+}
