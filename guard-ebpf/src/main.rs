@@ -24,8 +24,8 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use guard_common::{
     Action, GuardConfig, Packet as _, Verdict, classify,
-    parse::Source,
     maps::{ATTACHMENTS_MAX, Attachment},
+    parse::Source,
     verdict::{COUNTER_ENTRIES, Counter, counter_index},
 };
 
@@ -60,7 +60,12 @@ pub fn guard(ctx: XdpContext) -> u32 {
         && is_drop(decision.verdict)
         && seen & u64::from(config.top_sample - 1) == 0
     {
-        top::record(&source, decision.verdict, bytes, u64::from(config.top_sample));
+        top::record(
+            &source,
+            decision.verdict,
+            bytes,
+            u64::from(config.top_sample),
+        );
         // Sampled like top talkers, so that even a flood logs at most 1 in N drops. Off unless
         // the program was loaded at debug level (AYA_LOG_LEVEL, set by user space at load).
         match source {

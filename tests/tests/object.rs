@@ -161,7 +161,12 @@ fn every_map_matches_the_shared_types() {
             "unexpected map {name}"
         );
     }
-    assert_eq!(obj.maps.len(), expected.len() + extra.len(), "maps: {:?}", obj.maps.keys());
+    assert_eq!(
+        obj.maps.len(),
+        expected.len() + extra.len(),
+        "maps: {:?}",
+        obj.maps.keys()
+    );
     for (name, kind, key, value, entries) in expected {
         let m = obj
             .maps
