@@ -19,16 +19,16 @@ struct FixedLists {
 }
 
 impl Lists for FixedLists {
-    fn allow_v4(&self, _: [u8; 4]) -> Match {
+    fn allow_v4(&self, _: &[u8; 4]) -> Match {
         self.allow.map_or(0, |l| matched(l % 33))
     }
-    fn allow_v6(&self, _: [u8; 16]) -> Match {
+    fn allow_v6(&self, _: &[u8; 16]) -> Match {
         self.allow.map_or(0, |l| matched(l % 129))
     }
-    fn deny_v4(&self, _: [u8; 4]) -> Match {
+    fn deny_v4(&self, _: &[u8; 4]) -> Match {
         self.deny.map_or(0, |l| matched(l % 33))
     }
-    fn deny_v6(&self, _: [u8; 16]) -> Match {
+    fn deny_v6(&self, _: &[u8; 16]) -> Match {
         self.deny.map_or(0, |l| matched(l % 129))
     }
 }

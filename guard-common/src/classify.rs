@@ -3,8 +3,8 @@
 use crate::{
     config::GuardConfig,
     parse::{
-        ETH_P_IP, ETH_P_IPV6, Fragment, IPPROTO_UDP, Packet, Source, parse_ethernet, parse_ipv4,
-        parse_ipv6, parse_udp,
+        ETH_HLEN, ETH_P_IP, ETH_P_IPV6, EthHdr, Fragment, Header, IPPROTO_UDP, Ipv4Hdr, Network,
+        Packet, Source, UdpHdr, parse_ethernet, parse_ipv4, parse_ipv6, parse_udp,
     },
     ratelimit::{Buckets, admit},
     verdict::Verdict,
@@ -26,22 +26,22 @@ pub const fn matched(len: u32) -> Match {
 /// tests.
 pub trait Lists {
     /// Longest allowlisted prefix holding this IPv4 source.
-    fn allow_v4(&self, addr: [u8; 4]) -> Match;
+    fn allow_v4(&self, addr: &[u8; 4]) -> Match;
     /// Longest allowlisted prefix holding this IPv6 source.
-    fn allow_v6(&self, addr: [u8; 16]) -> Match;
+    fn allow_v6(&self, addr: &[u8; 16]) -> Match;
     /// Longest denylisted prefix holding this IPv4 source.
-    fn deny_v4(&self, addr: [u8; 4]) -> Match;
+    fn deny_v4(&self, addr: &[u8; 4]) -> Match;
     /// Longest denylisted prefix holding this IPv6 source.
-    fn deny_v6(&self, addr: [u8; 16]) -> Match;
+    fn deny_v6(&self, addr: &[u8; 16]) -> Match;
 }
 
 /// A verdict and, for UDP to a protected port, the source it was about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Decision {
+pub struct Decision<'a> {
     /// The verdict (after dry-run).
     pub verdict: Verdict,
-    /// The source of a judged datagram to a protected port.
-    pub source: Option<Source>,
+    /// The source of a judged datagram to a protected port (in the frame).
+    pub source: Option<Source<'a>>,
 }
 
 /// Judges one frame.
@@ -53,55 +53,179 @@ pub struct Decision {
 /// over-long IPv6 extension chains are dropped, truncated or invalid headers pass as malformed
 /// (the kernel discards them). Under dry-run, drops become [`Verdict::WouldDrop`].
 #[inline(always)]
-pub fn classify<P, L, B>(pkt: &P, config: &GuardConfig, lists: &L, buckets: &B) -> Decision
+pub fn classify<'a, P, L, B>(
+    pkt: &'a P,
+    config: &GuardConfig,
+    lists: &L,
+    buckets: &B,
+) -> Decision<'a>
 where
     P: Packet + ?Sized,
     L: Lists + ?Sized,
     B: Buckets + ?Sized,
 {
-    let mut source = None;
-    let verdict = match judge(pkt, config, lists, buckets, &mut source) {
-        Ok(v) | Err(v) => v,
-    };
+    let decision = judge(pkt, config, lists, buckets);
     Decision {
-        verdict: verdict.dry_run(config.dry_run()),
-        source,
+        verdict: decision.verdict.dry_run(config.dry_run()),
+        source: decision.source,
     }
 }
 
+/// A verdict about a frame that was not judged (no protected datagram in it).
 #[inline(always)]
-fn judge<P, L, B>(
-    pkt: &P,
+const fn unjudged<'a>(verdict: Verdict) -> Decision<'a> {
+    Decision {
+        verdict,
+        source: None,
+    }
+}
+
+/// The verdict before dry-run. Each network protocol gets its own copy of the datagram checks
+/// (`judge_datagram` is inlined into both arms), so that the IPv4 path is straight-line code
+/// that knows its source is IPv4.
+#[inline(always)]
+fn judge<'a, P, L, B>(pkt: &'a P, config: &GuardConfig, lists: &L, buckets: &B) -> Decision<'a>
+where
+    P: Packet + ?Sized,
+    L: Lists + ?Sized,
+    B: Buckets + ?Sized,
+{
+    if let Some(frame) = pkt.header::<PlainUdp4>(0)
+        && frame.eth.ethertype == ETH_P_IP.to_be_bytes()
+        && frame.ip.version_ihl == 0x45
+    {
+        return judge_plain_ipv4(frame, config, lists, buckets);
+    }
+    judge_any(pkt, config, lists, buckets)
+}
+
+/// The most common frame, in one piece: Ethernet without VLAN tags, IPv4 without options, and
+/// room for a UDP header. One bounds check covers it all.
+#[repr(C)]
+pub struct PlainUdp4 {
+    /// Ethernet header.
+    pub eth: EthHdr,
+    /// IPv4 header (IHL 5).
+    pub ip: Ipv4Hdr,
+    /// The 8 bytes after it: a UDP header if the protocol is UDP.
+    pub udp: UdpHdr,
+}
+
+// SAFETY: repr(C) of headers, which are bytes.
+unsafe impl Header for PlainUdp4 {}
+
+/// Judges a [`PlainUdp4`] frame (its EtherType is IPv4 and its IHL 5): what
+/// [`judge_any`] decides for it, in a few loads from constant offsets.
+#[inline(always)]
+fn judge_plain_ipv4<'a, L, B>(
+    frame: &'a PlainUdp4,
     config: &GuardConfig,
     lists: &L,
     buckets: &B,
-    judged: &mut Option<Source>,
-) -> Result<Verdict, Verdict>
+) -> Decision<'a>
+where
+    L: Lists + ?Sized,
+    B: Buckets + ?Sized,
+{
+    if frame.ip.protocol != IPPROTO_UDP {
+        return unjudged(Verdict::NotProtected);
+    }
+    let [flags_offset, offset_low] = frame.ip.frag_off;
+    if flags_offset & 0x1F != 0 || offset_low != 0 {
+        return unjudged(Verdict::FragmentPassed);
+    }
+    // A whole datagram, or a first fragment (MF set): the UDP header is in the frame; a first
+    // fragment must also hold it inside the packet's length.
+    if flags_offset & 0x20 != 0
+        && ETH_HLEN + 20 + 8 > ETH_HLEN + u16::from_be_bytes(frame.ip.total_len) as usize
+    {
+        return unjudged(Verdict::DroppedTinyFragment);
+    }
+    judge_port(
+        u16::from_be_bytes(frame.udp.dest),
+        Source::V4(&frame.ip.saddr),
+        config,
+        lists,
+        buckets,
+    )
+}
+
+/// The verdict before dry-run for any frame, parsed header by header.
+#[inline(always)]
+pub fn judge_any<'a, P, L, B>(
+    pkt: &'a P,
+    config: &GuardConfig,
+    lists: &L,
+    buckets: &B,
+) -> Decision<'a>
 where
     P: Packet + ?Sized,
     L: Lists + ?Sized,
     B: Buckets + ?Sized,
 {
     let mut cursor = 0;
-    let net = match parse_ethernet(pkt, &mut cursor)? {
-        ETH_P_IP => parse_ipv4(pkt, &mut cursor)?,
-        ETH_P_IPV6 => parse_ipv6(pkt, &mut cursor)?,
-        _ => return Ok(Verdict::NotProtected),
-    };
+    match parse_ethernet(pkt, &mut cursor) {
+        Ok(ETH_P_IP) => match parse_ipv4(pkt, &mut cursor) {
+            Ok(net) => judge_datagram(pkt, cursor, net, config, lists, buckets),
+            Err(verdict) => unjudged(verdict),
+        },
+        Ok(ETH_P_IPV6) => match parse_ipv6(pkt, &mut cursor) {
+            Ok(net) => judge_datagram(pkt, cursor, net, config, lists, buckets),
+            Err(verdict) => unjudged(verdict),
+        },
+        Ok(_) => unjudged(Verdict::NotProtected),
+        Err(verdict) => unjudged(verdict),
+    }
+}
+
+/// Judges the upper layer of an IP packet whose header ends at `cursor`.
+#[inline(always)]
+fn judge_datagram<'a, P, L, B>(
+    pkt: &'a P,
+    mut cursor: usize,
+    net: Network<'a>,
+    config: &GuardConfig,
+    lists: &L,
+    buckets: &B,
+) -> Decision<'a>
+where
+    P: Packet + ?Sized,
+    L: Lists + ?Sized,
+    B: Buckets + ?Sized,
+{
     if net.protocol != IPPROTO_UDP {
-        return Ok(Verdict::NotProtected);
+        return unjudged(Verdict::NotProtected);
     }
     match net.fragment {
-        Fragment::Later => return Ok(Verdict::FragmentPassed),
-        Fragment::First if cursor + 8 > net.end => return Ok(Verdict::DroppedTinyFragment),
-        Fragment::First | Fragment::Whole => {}
+        Fragment::Later => return unjudged(Verdict::FragmentPassed),
+        Fragment::First(end) if cursor + 8 > end => {
+            return unjudged(Verdict::DroppedTinyFragment);
+        }
+        Fragment::First(_) | Fragment::Whole => {}
     }
-    let port = parse_udp(pkt, &mut cursor)?;
+    match parse_udp(pkt, &mut cursor) {
+        Ok(port) => judge_port(port, net.source, config, lists, buckets),
+        Err(verdict) => unjudged(verdict),
+    }
+}
+
+/// Judges a whole (or first-fragment) UDP datagram to `port` from `source`.
+#[inline(always)]
+fn judge_port<'a, L, B>(
+    port: u16,
+    source: Source<'a>,
+    config: &GuardConfig,
+    lists: &L,
+    buckets: &B,
+) -> Decision<'a>
+where
+    L: Lists + ?Sized,
+    B: Buckets + ?Sized,
+{
     if !config.protects(port) {
-        return Ok(Verdict::NotProtected);
+        return unjudged(Verdict::NotProtected);
     }
-    *judged = Some(net.source);
-    let (allow, deny) = match net.source {
+    let (allow, deny) = match source {
         Source::V4(addr) => (
             lists.allow_v4(addr),
             if config.has_deny() {
@@ -120,15 +244,177 @@ where
         ),
     };
     // The denylist wins over an allowlist match of the same or a shorter prefix.
-    Ok(if deny != 0 && deny >= allow {
+    let verdict = if deny != 0 && deny >= allow {
         Verdict::Denied
     } else if allow != 0 {
         Verdict::Allowlisted
     } else if !config.rate_limited() {
         Verdict::DroppedNotAllowlisted
-    } else if admit(buckets, &config.rate, &net.source) {
+    } else if admit(buckets, &config.rate, &source) {
         Verdict::RatePassed
     } else {
         Verdict::RateLimited
-    })
+    };
+    Decision {
+        verdict,
+        source: Some(source),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fast path for [`PlainUdp4`] frames must decide exactly what the header-by-header
+    //! path decides. (Kernel against host model is the differential test's job, in
+    //! guard-tests.)
+    use super::*;
+    use crate::{
+        config::{MEMCACHED_PORT, POLICY_RATE_LIMIT},
+        ratelimit::{BucketKey, RateSpec},
+    };
+
+    /// Allowlisted: 10.0.0.0/8; denylisted: 10.1.0.0/16 and 192.0.2.0/24.
+    struct FixedLists;
+
+    impl Lists for FixedLists {
+        fn allow_v4(&self, a: &[u8; 4]) -> Match {
+            if a[0] == 10 { matched(8) } else { 0 }
+        }
+        fn allow_v6(&self, a: &[u8; 16]) -> Match {
+            if a[0] == 0x20 { matched(8) } else { 0 }
+        }
+        fn deny_v4(&self, a: &[u8; 4]) -> Match {
+            match a {
+                [10, 1, ..] => matched(16),
+                [192, 0, 2, _] => matched(24),
+                _ => 0,
+            }
+        }
+        fn deny_v6(&self, _: &[u8; 16]) -> Match {
+            0
+        }
+    }
+
+    /// Buckets that admit everything (`true`) or whose global bucket refuses everything.
+    struct FixedBuckets(bool);
+
+    impl Buckets for FixedBuckets {
+        fn now_ns(&self) -> u64 {
+            1_000_000_000
+        }
+        fn global(&self) -> u64 {
+            if self.0 { 0 } else { u64::MAX / 2 }
+        }
+        fn commit_global(&self, _: u64, _: u64) -> bool {
+            true
+        }
+        fn prefix(&self, _: &BucketKey) -> Option<u64> {
+            None
+        }
+        fn set_prefix(&self, _: &BucketKey, _: u64) {}
+        fn source(&self, _: &BucketKey) -> Option<u64> {
+            None
+        }
+        fn set_source(&self, _: &BucketKey, _: u64) {}
+    }
+
+    /// Ethernet + IPv4 (IHL 5) + UDP to memcached from `src`, with `payload` bytes after.
+    fn plain(src: [u8; 4], payload: usize) -> [u8; 64] {
+        let mut f = [0u8; 64];
+        f[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((28 + payload) as u16).to_be_bytes());
+        f[23] = IPPROTO_UDP;
+        f[26..30].copy_from_slice(&src);
+        f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&MEMCACHED_PORT.to_be_bytes());
+        f
+    }
+
+    /// A small deterministic generator (xorshift64*).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+    }
+
+    fn configs() -> [GuardConfig; 3] {
+        let mut drop = GuardConfig::EMPTY;
+        drop.protect(MEMCACHED_PORT);
+        drop.protect(53);
+        drop.set_has_deny(true);
+        let mut rate = drop;
+        rate.policy = POLICY_RATE_LIMIT;
+        rate.rate.global = RateSpec::new(1, 1).unwrap();
+        rate.rate.prefix = RateSpec::new(1_000_000, 1_000_000).unwrap();
+        rate.rate.source = RateSpec::new(1_000_000, 1_000_000).unwrap();
+        let mut no_deny = drop;
+        no_deny.set_has_deny(false);
+        [drop, rate, no_deny]
+    }
+
+    fn agree(frame: &[u8], seen: &mut [bool; 16]) {
+        for config in configs() {
+            for admit in [true, false] {
+                let fast = judge(frame, &config, &FixedLists, &FixedBuckets(admit));
+                let slow = judge_any(frame, &config, &FixedLists, &FixedBuckets(admit));
+                assert_eq!(fast, slow, "frame {frame:02x?}");
+                seen[fast.verdict.slot() as usize] = true;
+            }
+        }
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_full_parse() {
+        let mut seen = [false; 16];
+        let sources = [
+            [10, 0, 0, 1],
+            [10, 1, 2, 3],
+            [192, 0, 2, 9],
+            [198, 51, 100, 7],
+        ];
+        // Every value of every header byte, and every length, around each source.
+        for src in sources {
+            let base = plain(src, 8);
+            for len in 0..=base.len() {
+                agree(&base[..len], &mut seen);
+            }
+            for at in 0..46 {
+                for value in 0..=255u8 {
+                    let mut f = base;
+                    f[at] = value;
+                    agree(&f, &mut seen);
+                    agree(&f[..42], &mut seen);
+                }
+            }
+        }
+        // Random changes to the fields that steer the parse, several at a time.
+        let mut rng = Rng(0x1121_1121_1121_1121);
+        for _ in 0..200_000 {
+            let r = rng.next();
+            let mut f = plain(sources[(r & 3) as usize], (r >> 2) as usize % 30);
+            for _ in 0..(r >> 8) % 4 {
+                let s = rng.next();
+                let at = [12, 13, 14, 16, 17, 20, 21, 23, 36, 37][(s % 10) as usize];
+                f[at] = (s >> 8) as u8;
+            }
+            let len = 34 + (r >> 16) as usize % 31;
+            agree(&f[..len], &mut seen);
+        }
+        let missing: [Verdict; 0] = [];
+        for v in Verdict::ALL {
+            let expected = !matches!(v, Verdict::WouldDrop | Verdict::DroppedMalformed);
+            assert_eq!(
+                seen[v.slot() as usize],
+                expected,
+                "{v:?} seen: {}",
+                seen[v.slot() as usize]
+            );
+        }
+        let _ = missing;
+    }
 }

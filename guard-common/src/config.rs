@@ -85,9 +85,12 @@ impl GuardConfig {
     /// Is UDP destination port `port` protected?
     #[inline(always)]
     pub fn protects(&self, port: u16) -> bool {
-        let word = (port >> 6) as usize;
+        // Written over the port's bytes, as they come from the packet, so that no byte swap
+        // is needed: word = port / 64, bit = port % 64.
+        let [high, low] = port.to_be_bytes();
+        let word = (usize::from(high) << 2) | usize::from(low >> 6);
         match self.ports.get(word) {
-            Some(w) => (w >> (port & 63)) & 1 == 1,
+            Some(w) => (w >> (low & 63)) & 1 == 1,
             None => false,
         }
     }

@@ -97,18 +97,18 @@ pub type BucketKey = [u8; 16];
 
 /// The key of a source address.
 #[inline(always)]
-pub fn source_key(source: &Source) -> BucketKey {
+pub fn source_key(source: &Source<'_>) -> BucketKey {
     match source {
         Source::V4(a) => [
             0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
         ],
-        Source::V6(a) => *a,
+        Source::V6(a) => **a,
     }
 }
 
 /// The key of a source's prefix bucket: the key with host bits cleared.
 #[inline(always)]
-pub fn prefix_key(source: &Source, policy: &RatePolicy) -> BucketKey {
+pub fn prefix_key(source: &Source<'_>, policy: &RatePolicy) -> BucketKey {
     let (mut key, bits) = match source {
         Source::V4(_) => (source_key(source), 96 + policy.prefix_v4.min(32)),
         Source::V6(_) => (source_key(source), policy.prefix_v6.min(128)),
@@ -151,7 +151,7 @@ pub trait Buckets {
 /// no per-source or per-prefix entry. A new source gets no free datagram: it is charged to the
 /// global and prefix buckets like any other.
 #[inline(always)]
-pub fn admit<B: Buckets + ?Sized>(buckets: &B, policy: &RatePolicy, source: &Source) -> bool {
+pub fn admit<B: Buckets + ?Sized>(buckets: &B, policy: &RatePolicy, source: &Source<'_>) -> bool {
     let now = buckets.now_ns();
     let global = buckets.global();
     let Some(global_next) = conform(global, now, &policy.global) else {
@@ -274,11 +274,11 @@ mod tests {
             prefix_v6: 64,
             ..Default::default()
         };
-        let k = prefix_key(&Source::V4([192, 0, 2, 77]), &p);
+        let k = prefix_key(&Source::V4(&[192, 0, 2, 77]), &p);
         assert_eq!(&k[10..], &[0xff, 0xff, 192, 0, 2, 0]);
         let mut a = [0x20u8; 16];
         a[8] = 0xab;
-        let k = prefix_key(&Source::V6(a), &p);
+        let k = prefix_key(&Source::V6(&a), &p);
         assert_eq!(&k[..8], &[0x20; 8]);
         assert_eq!(&k[8..], &[0; 8]);
         let odd = RatePolicy {
@@ -286,8 +286,8 @@ mod tests {
             prefix_v6: 0,
             ..Default::default()
         };
-        let k = prefix_key(&Source::V4([10, 1, 255, 255]), &odd);
+        let k = prefix_key(&Source::V4(&[10, 1, 255, 255]), &odd);
         assert_eq!(&k[12..], &[10, 1, 0xf0, 0]);
-        assert_eq!(prefix_key(&Source::V6(a), &odd), [0; 16]);
+        assert_eq!(prefix_key(&Source::V6(&a), &odd), [0; 16]);
     }
 }

@@ -1,7 +1,10 @@
 //! Bounds-checked reads from the XDP frame.
 
 use aya_ebpf::programs::XdpContext;
-use guard_common::{Packet, parse::MAX_OFFSET};
+use guard_common::{
+    Packet,
+    parse::{Header, MAX_OFFSET},
+};
 
 /// The frame between `data` and `data_end`.
 pub struct Frame {
@@ -27,16 +30,17 @@ impl Packet for Frame {
     }
 
     #[inline(always)]
-    fn read_at<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+    fn header_at<H: Header>(&self, offset: usize) -> Option<&H> {
         // The explicit bound keeps the pointer's range known to the verifier.
         if offset > MAX_OFFSET {
             return None;
         }
         let at = self.start + offset;
-        if at + N > self.end {
+        if at + core::mem::size_of::<H>() > self.end {
             return None;
         }
-        // SAFETY: [at, at + N) lies inside the frame, checked just above.
-        Some(unsafe { (at as *const [u8; N]).read_unaligned() })
+        // SAFETY: [at, at + size_of::<H>()) lies inside the frame, checked just above; a
+        // `Header` has alignment 1 and accepts any bytes; the frame outlives the program run.
+        Some(unsafe { &*(at as *const H) })
     }
 }

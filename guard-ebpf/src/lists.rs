@@ -98,7 +98,7 @@ fn lookup_v4(
     rows: &Array<V4Row>,
     chunks: &Array<V4Chunk>,
     trie: &LpmTrie<[u8; 4], PrefixEntry>,
-    addr: [u8; 4],
+    addr: &[u8; 4],
 ) -> Match {
     let row = (u32::from(addr[0]) << 8) | u32::from(addr[1]);
     // Every row exists (65,536 rows, a 16-bit index); a miss would only send us to the trie.
@@ -112,32 +112,32 @@ fn lookup_v4(
     } else if slot <= slot::MAX_MATCH {
         return u32::from(slot);
     }
-    trie.get(Key::new(32, addr))
+    trie.get(Key::new(32, *addr))
         .map_or(0, |e| matched(e.prefix_len))
 }
 
 impl Lists for MapLists {
     #[inline(always)]
-    fn allow_v4(&self, addr: [u8; 4]) -> Match {
+    fn allow_v4(&self, addr: &[u8; 4]) -> Match {
         lookup_v4(&GUARD_A4_L24, &GUARD_A4_L32, &GUARD_ALLOW_V4, addr)
     }
 
     #[inline(always)]
-    fn allow_v6(&self, addr: [u8; 16]) -> Match {
+    fn allow_v6(&self, addr: &[u8; 16]) -> Match {
         GUARD_ALLOW_V6
-            .get(Key::new(128, addr))
+            .get(Key::new(128, *addr))
             .map_or(0, |e| matched(e.prefix_len))
     }
 
     #[inline(always)]
-    fn deny_v4(&self, addr: [u8; 4]) -> Match {
+    fn deny_v4(&self, addr: &[u8; 4]) -> Match {
         lookup_v4(&GUARD_D4_L24, &GUARD_D4_L32, &GUARD_DENY_V4, addr)
     }
 
     #[inline(always)]
-    fn deny_v6(&self, addr: [u8; 16]) -> Match {
+    fn deny_v6(&self, addr: &[u8; 16]) -> Match {
         GUARD_DENY_V6
-            .get(Key::new(128, addr))
+            .get(Key::new(128, *addr))
             .map_or(0, |e| matched(e.prefix_len))
     }
 }

@@ -73,14 +73,14 @@ pub fn guard(ctx: XdpContext) -> u32 {
                 &ctx,
                 "{} from {:i} (1 in {} drops logged)",
                 decision.verdict.name(),
-                u32::from_be_bytes(addr),
+                u32::from_be_bytes(*addr),
                 config.top_sample
             ),
             Source::V6(addr) => debug!(
                 &ctx,
                 "{} from {:i} (1 in {} drops logged)",
                 decision.verdict.name(),
-                addr,
+                *addr,
                 config.top_sample
             ),
         }

@@ -16,7 +16,7 @@ static GUARD_TOP: LruHashMap<BucketKey, TopEntry> =
 /// Records one sampled drop of `bytes` from `source`, weighted by `weight` (the sampling
 /// interval), so that a spoofed flood pays for a map update only once in `weight` drops.
 #[inline(always)]
-pub fn record(source: &Source, verdict: Verdict, bytes: u64, weight: u64) {
+pub fn record(source: &Source<'_>, verdict: Verdict, bytes: u64, weight: u64) {
     let key = source_key(source);
     match GUARD_TOP.get_ptr_mut(&key) {
         Some(entry) => {

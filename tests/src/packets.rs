@@ -99,20 +99,20 @@ fn longest(nets: &[IpNet], addr: IpAddr) -> Match {
 }
 
 impl Lists for HostLists {
-    fn allow_v4(&self, addr: [u8; 4]) -> Match {
-        longest(&self.allow, IpAddr::from(addr))
+    fn allow_v4(&self, addr: &[u8; 4]) -> Match {
+        longest(&self.allow, IpAddr::from(*addr))
     }
 
-    fn allow_v6(&self, addr: [u8; 16]) -> Match {
-        longest(&self.allow, IpAddr::from(addr))
+    fn allow_v6(&self, addr: &[u8; 16]) -> Match {
+        longest(&self.allow, IpAddr::from(*addr))
     }
 
-    fn deny_v4(&self, addr: [u8; 4]) -> Match {
-        longest(&self.deny, IpAddr::from(addr))
+    fn deny_v4(&self, addr: &[u8; 4]) -> Match {
+        longest(&self.deny, IpAddr::from(*addr))
     }
 
-    fn deny_v6(&self, addr: [u8; 16]) -> Match {
-        longest(&self.deny, IpAddr::from(addr))
+    fn deny_v6(&self, addr: &[u8; 16]) -> Match {
+        longest(&self.deny, IpAddr::from(*addr))
     }
 }
 

@@ -167,7 +167,7 @@ fn pick_paths(nets: &[IpNet], host: &HostLists) -> Vec<Path> {
         .filter(|n| n.prefix_len() == 24)
         .map(|n| n.addr().octets())
         .map(|a| [a[0], a[1], a[2], 77])
-        .find(|a| host.allow_v4(*a) == guard_common::matched(24))
+        .find(|a| host.allow_v4(a) == guard_common::matched(24))
         .expect("a /24 with no longer prefix at .77");
     let deep = nets
         .iter()
@@ -178,7 +178,7 @@ fn pick_paths(nets: &[IpNet], host: &HostLists) -> Vec<Path> {
             a[3] ^= 1;
             a
         })
-        .find(|a| host.allow_v4(*a) == 0)
+        .find(|a| host.allow_v4(a) == 0)
         .expect("a deep miss");
     let sixteens: BTreeSet<[u8; 2]> = nets
         .iter()
@@ -191,7 +191,7 @@ fn pick_paths(nets: &[IpNet], host: &HostLists) -> Vec<Path> {
         .collect();
     let shallow = (0..=u16::MAX)
         .map(|x| x.to_be_bytes())
-        .find(|b| !sixteens.contains(b) && host.allow_v4([b[0], b[1], 9, 9]) == 0)
+        .find(|b| !sixteens.contains(b) && host.allow_v4(&[b[0], b[1], 9, 9]) == 0)
         .map(|b| [b[0], b[1], 9, 9])
         .expect("a /16 without prefixes");
     vec![

@@ -105,8 +105,8 @@ impl Live {
         let mut wrong = Vec::new();
         for addr in probes {
             for (list, want) in [
-                (List::Allow, host.allow_v4(*addr)),
-                (List::Deny, host.deny_v4(*addr)),
+                (List::Allow, host.allow_v4(addr)),
+                (List::Deny, host.deny_v4(addr)),
             ] {
                 let got = table_match(&self.k.maps, list, *addr);
                 if got != want {
