@@ -85,12 +85,11 @@ impl GuardConfig {
     /// Is UDP destination port `port` protected?
     #[inline(always)]
     pub fn protects(&self, port: u16) -> bool {
-        // Written over the port's bytes, as they come from the packet, so that no byte swap
-        // is needed: word = port / 64, bit = port % 64.
-        let [high, low] = port.to_be_bytes();
-        let word = (usize::from(high) << 2) | usize::from(low >> 6);
+        // `port >> 6`, not an OR of the port's two bytes: kernels before 6.5 lose the bounds
+        // of `scalar | scalar`, and then refuse the map access ("unbounded min value").
+        let word = (port >> 6) as usize;
         match self.ports.get(word) {
-            Some(w) => (w >> (low & 63)) & 1 == 1,
+            Some(w) => (w >> (port & 63)) & 1 == 1,
             None => false,
         }
     }

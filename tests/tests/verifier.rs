@@ -7,7 +7,7 @@ use guard_user::loader::{self, MapSizes};
 
 /// Instructions the verifier may process. Measured: see docs/VERIFICATION.md; the budget
 /// leaves room for modest growth, not for a change of complexity class.
-const BUDGET: u32 = 150_000;
+const BUDGET: u32 = 80_000;
 
 #[test]
 fn the_verifier_processes_the_program_within_budget() {

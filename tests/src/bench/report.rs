@@ -357,16 +357,38 @@ fn observations(s: &mut String, r: &Report) {
     let mut lines = Vec::new();
     if let Some(t) = &r.per_packet {
         let ns = |id: &str, size: usize| tr_row(t, id, size).map_or(f64::NAN, |x| x.ns);
+        let (arp, port, shallow, deep) = (
+            ns("not_ip", 100_000),
+            ns("not_protected", 100_000),
+            ns("dropped_shallow", 100_000),
+            ns("dropped", 100_000),
+        );
         lines.push(format!(
-            "The allowlist lookup is most of guard's cost: a dropped frame takes {:.0}, {:.0} \
-             and {:.0} ns with 1, 1,000 and 100,000 IPv4 prefixes (floor {:.0} ns), while a \
-             frame guard does not judge (UDP to another port) takes {:.0} ns. An IPv6 lookup in \
-             10,000 prefixes takes {:.0} ns.",
+            "Where a dropped frame's {:.0} ns over the {:.0} ns floor go, at 100,000 prefixes: \
+             {:.0} ns are fixed (the context, the configuration lookup, the Ethernet header and \
+             the per-CPU counter: an ARP frame costs {:.0} ns); {:.0} ns more parse IPv4 and \
+             UDP and test the port (UDP to port 53: {:.0} ns); {:.0} ns more look the source \
+             up in one table row and decide ({:.0} ns); and {:.0} ns more read the /32 chunk \
+             of a /24 that holds longer prefixes (the deepest miss: {:.0} ns). Differences \
+             under 1 ns are within the kernel's rounding.",
+            deep - t.floor_ns,
+            t.floor_ns,
+            arp - t.floor_ns,
+            arp,
+            port - arp,
+            port,
+            shallow - port,
+            shallow,
+            deep - shallow,
+            deep
+        ));
+        lines.push(format!(
+            "The lookup does not grow with the list: a dropped frame takes {:.0}, {:.0} and \
+             {:.0} ns with 1, 1,000 and 100,000 IPv4 prefixes. An IPv6 lookup in 10,000 \
+             prefixes (an LPM trie) takes {:.0} ns.",
             ns("dropped", 1),
             ns("dropped", 1_000),
             ns("dropped", 100_000),
-            t.floor_ns,
-            ns("not_protected", 100_000),
             ns("ipv6_dropped", 100_000)
         ));
         lines.push(format!(

@@ -14,7 +14,7 @@ use std::{os::fd::AsFd as _, time::Instant};
 
 use anyhow::{Context as _, ensure};
 use guard_common::{Verdict, config::MEMCACHED_PORT, parse::ETH_P_8021Q};
-use guard_tests::packets::{V4, v4_probe, v6_probe};
+use guard_tests::packets::{V4, ethernet, v4_probe, v6_probe};
 use serde::Serialize;
 
 use super::{
@@ -96,6 +96,13 @@ fn paths(lists: &Lists) -> Vec<Path> {
             expect: Verdict::DroppedNotAllowlisted,
         },
         Path {
+            id: "dropped_shallow",
+            label: "dropped: not allowlisted, from 100.64.0.0/10 where no prefix is (one table lookup)",
+            policy: Policy::Drop,
+            frame: v4_probe(&[], V4::from([100, 64, 7, 9]), MEMCACHED_PORT),
+            expect: Verdict::DroppedNotAllowlisted,
+        },
+        Path {
             id: "allowlisted",
             label: "allowlisted (a /32 at full depth): passes",
             policy: Policy::Drop,
@@ -107,6 +114,13 @@ fn paths(lists: &Lists) -> Vec<Path> {
             label: "not protected: UDP to port 53, passes",
             policy: Policy::Drop,
             frame: v4_probe(&[], miss, 53),
+            expect: Verdict::NotProtected,
+        },
+        Path {
+            id: "not_ip",
+            label: "not protected: an ARP frame, passes (the fixed cost: config, Ethernet, counter)",
+            policy: Policy::Drop,
+            frame: [ethernet(&[], 0x0806).as_slice(), &[0u8; 28]].concat(),
             expect: Verdict::NotProtected,
         },
         Path {
