@@ -72,7 +72,7 @@ pub enum Command {
         #[command(flatten)]
         rates: RateArgs,
         /// Record one dropped datagram in N per CPU as a top talker (power of two; 0: off)
-        /// [default: 16 on a fresh load].
+        /// [default: 64 on a fresh load].
         #[arg(long, value_name = "N")]
         top_sample: Option<u32>,
         /// Capacity of the per-source bucket LRU (fresh load only) [default: 65536].

@@ -429,7 +429,11 @@ fn a_fresh_rate_limit_policy_has_the_documented_defaults() {
         .expect("guard attach --policy rate-limit");
     let at_attach = policy(&guard);
     let status = guard.json(&["status", "--json"]).expect("status");
-    assert_eq!(status["top_sample"], 16, "default --top-sample: {status}");
+    assert_eq!(
+        status["top_sample"],
+        guard_common::config::DEFAULT_TOP_SAMPLE,
+        "default --top-sample: {status}"
+    );
     assert_eq!(live, want, "guard policy rate-limit on a fresh guard");
     assert_eq!(at_attach, want, "guard attach --policy rate-limit");
 }

@@ -32,7 +32,7 @@ pub enum Policy {
     RateLimit,
 }
 
-/// The configuration `guard attach` writes (port 11211, top talkers sampled 1 in 16), with
+/// The configuration `guard attach` writes (port 11211, top talkers sampled 1 in 64), with
 /// `policy`.
 pub fn config(policy: Policy) -> anyhow::Result<GuardConfig> {
     let mut c = GuardConfig::EMPTY;

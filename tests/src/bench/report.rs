@@ -460,7 +460,7 @@ fn per_packet(s: &mut String, t: &testrun::Results) {
          20% /32 to /60) at every size. A \"deepest miss\" is a /32 entry with its last bit \
          flipped, which walks the whole trie before it misses; the allowlisted source is that \
          /32 entry. guard's configuration is what `guard attach` writes (port 11211, top \
-         talkers sampled one drop in 16); the rate-limit policy has guard's default limits \
+         talkers sampled one drop in 64); the rate-limit policy has guard's default limits \
          (10/20 per source, 100/200 per /24, 1000/2000 global).\n"
     );
     let _ = writeln!(
@@ -515,7 +515,7 @@ fn per_packet(s: &mut String, t: &testrun::Results) {
     );
     let _ = writeln!(
         s,
-        "- *dropped, spoofed*: the drop policy; every frame is a new source, so one drop in 16 \
+        "- *dropped, spoofed*: the drop policy; every frame is a new source, so one drop in 64 \
          inserts into the top-talkers LRU (1,024 entries) and evicts.\n\
          - *rate-limited, spoofed*: the rate-limit policy with its global bucket empty (it is \
          drained with 5,000 other sources first). guard checks the global bucket first and, \
