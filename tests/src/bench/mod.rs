@@ -55,10 +55,10 @@ impl Params {
         Self {
             quick: false,
             repeat: 1_000_000,
-            rounds: 7,
+            rounds: 15,
             sweep_sources: 1_000_000,
             sweep_rounds: 3,
-            live_rounds: 3,
+            live_rounds: 5,
             warmup: Duration::from_secs(1),
             measure: Duration::from_secs(3),
             cli_runs: 20,
