@@ -80,9 +80,8 @@ const fn unjudged<'a>(verdict: Verdict) -> Decision<'a> {
     }
 }
 
-/// The verdict before dry-run. Each network protocol gets its own copy of the datagram checks
-/// (`judge_datagram` is inlined into both arms), so that the IPv4 path is straight-line code
-/// that knows its source is IPv4.
+/// The verdict before dry-run: a [`PlainUdp4`] frame through the fast path, any other frame
+/// header by header ([`judge_any`]). Both decide alike (tested below).
 #[inline(always)]
 fn judge<'a, P, L, B>(pkt: &'a P, config: &GuardConfig, lists: &L, buckets: &B) -> Decision<'a>
 where
@@ -150,7 +149,9 @@ where
     )
 }
 
-/// The verdict before dry-run for any frame, parsed header by header.
+/// The verdict before dry-run for any frame, parsed header by header. Each network protocol
+/// gets its own copy of the datagram checks (`judge_datagram` is inlined into both arms), so
+/// that each path is straight-line code that knows its address family.
 #[inline(always)]
 pub fn judge_any<'a, P, L, B>(
     pkt: &'a P,
