@@ -4,7 +4,7 @@ use crate::{
     config::GuardConfig,
     parse::{
         ETH_HLEN, ETH_P_IP, ETH_P_IPV6, EthHdr, Fragment, Header, IPPROTO_UDP, Ipv4Hdr, Network,
-        Packet, Source, UdpHdr, parse_ethernet, parse_ipv4, parse_ipv6, parse_udp,
+        Packet, Source, UdpHdr, ipv4_network, parse_ethernet, parse_ipv4, parse_ipv6, parse_udp,
     },
     ratelimit::{Buckets, admit},
     verdict::Verdict,
@@ -126,23 +126,13 @@ where
     L: Lists + ?Sized,
     B: Buckets + ?Sized,
 {
-    if frame.ip.protocol != IPPROTO_UDP {
-        return unjudged(Verdict::NotProtected);
-    }
-    let [flags_offset, offset_low] = frame.ip.frag_off;
-    if flags_offset & 0x1F != 0 || offset_low != 0 {
-        return unjudged(Verdict::FragmentPassed);
-    }
-    // A whole datagram, or a first fragment (MF set): the UDP header is in the frame; a first
-    // fragment must also hold it inside the packet's length.
-    if flags_offset & 0x20 != 0
-        && ETH_HLEN + 20 + 8 > ETH_HLEN + u16::from_be_bytes(frame.ip.total_len) as usize
-    {
-        return unjudged(Verdict::DroppedTinyFragment);
+    let net = ipv4_network(&frame.ip, ETH_HLEN);
+    if let Some(verdict) = udp_gate(&net, ETH_HLEN + 20) {
+        return unjudged(verdict);
     }
     judge_port(
         u16::from_be_bytes(frame.udp.dest),
-        Source::V4(&frame.ip.saddr),
+        net.source,
         config,
         lists,
         buckets,
@@ -194,19 +184,27 @@ where
     L: Lists + ?Sized,
     B: Buckets + ?Sized,
 {
-    if net.protocol != IPPROTO_UDP {
-        return unjudged(Verdict::NotProtected);
-    }
-    match net.fragment {
-        Fragment::Later => return unjudged(Verdict::FragmentPassed),
-        Fragment::First(end) if cursor + 8 > end => {
-            return unjudged(Verdict::DroppedTinyFragment);
-        }
-        Fragment::First(_) | Fragment::Whole => {}
+    if let Some(verdict) = udp_gate(&net, cursor) {
+        return unjudged(verdict);
     }
     match parse_udp(pkt, &mut cursor) {
         Ok(port) => judge_port(port, net.source, config, lists, buckets),
         Err(verdict) => unjudged(verdict),
+    }
+}
+
+/// The verdict of an IP packet whose upper-layer header starts at `cursor`, when it is decided
+/// before the UDP header: other protocols and later fragments pass, a first fragment too short
+/// for the UDP header is dropped. `None`: a UDP header follows, to be judged.
+#[inline(always)]
+fn udp_gate(net: &Network<'_>, cursor: usize) -> Option<Verdict> {
+    if net.protocol != IPPROTO_UDP {
+        return Some(Verdict::NotProtected);
+    }
+    match net.fragment {
+        Fragment::Later => Some(Verdict::FragmentPassed),
+        Fragment::First(end) if cursor + 8 > end => Some(Verdict::DroppedTinyFragment),
+        Fragment::First(_) | Fragment::Whole => None,
     }
 }
 
