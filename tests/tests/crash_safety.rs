@@ -167,8 +167,16 @@ fn killed_allowlist_updates_end_before_or_after_never_half() {
         );
         before = now;
     }
+    // On a loaded machine the rounds can end before the attacker has sent much: let it go on
+    // against the final state until it has (bounded), so that "no answer" means something.
+    let during_rounds = sent.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sent.load(Ordering::Relaxed) <= 100 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     stop.store(true, Ordering::Relaxed);
     attacker.join().unwrap();
+    eprintln!("crash safety: {during_rounds} attack requests sent during the kill rounds");
     eprintln!(
         "crash safety: {interrupted} updates killed ({recovered} mid-way, finished by the next \
          command), {finished} completed; attacker sent {} requests, {} answered",
