@@ -3,11 +3,11 @@
 use crate::{
     config::GuardConfig,
     parse::{
-        ETH_HLEN, ETH_P_IP, ETH_P_IPV6, EthHdr, Fragment, Header, IPPROTO_UDP, Ipv4Hdr, Network,
-        Packet, Source, UdpHdr, ipv4_network, parse_ethernet, parse_ipv4, parse_ipv6, parse_udp,
+        ETH_P_IP, ETH_P_IPV6, EthHdr, Fragment, Header, IPPROTO_UDP, Ipv4Hdr, Network, Packet,
+        Source, UdpHdr, parse_ethernet, parse_ipv4, parse_ipv6, parse_udp,
     },
     ratelimit::{Buckets, admit},
-    verdict::Verdict,
+    verdict::{Action, Verdict},
 };
 
 /// The result of a list lookup: 0 when no prefix holds the address, else the longest
@@ -40,8 +40,27 @@ pub trait Lists {
 pub struct Decision<'a> {
     /// The verdict (after dry-run).
     pub verdict: Verdict,
+    /// What to do with the frame: the verdict's action.
+    pub action: Action,
     /// The source of a judged datagram to a protected port (in the frame).
     pub source: Option<Source<'a>>,
+}
+
+impl<'a> Decision<'a> {
+    /// The decision for `verdict` (before dry-run) about a datagram from `source`.
+    ///
+    /// Every path of the classifier ends here with its own constant verdict, so the compiler
+    /// folds the dry-run test into the paths that drop and leaves each path's action a
+    /// constant: the program returns it without mapping the verdict at run time.
+    #[inline(always)]
+    fn new(verdict: Verdict, source: Option<Source<'a>>, config: &GuardConfig) -> Self {
+        let verdict = verdict.dry_run(config.dry_run());
+        Decision {
+            verdict,
+            action: verdict.action(),
+            source,
+        }
+    }
 }
 
 /// Judges one frame.
@@ -64,24 +83,17 @@ where
     L: Lists + ?Sized,
     B: Buckets + ?Sized,
 {
-    let decision = judge(pkt, config, lists, buckets);
-    Decision {
-        verdict: decision.verdict.dry_run(config.dry_run()),
-        source: decision.source,
-    }
+    judge(pkt, config, lists, buckets)
 }
 
-/// A verdict about a frame that was not judged (no protected datagram in it).
+/// A decision about a frame that was not judged (no protected datagram in it).
 #[inline(always)]
-const fn unjudged<'a>(verdict: Verdict) -> Decision<'a> {
-    Decision {
-        verdict,
-        source: None,
-    }
+fn unjudged<'a>(verdict: Verdict, config: &GuardConfig) -> Decision<'a> {
+    Decision::new(verdict, None, config)
 }
 
-/// The verdict before dry-run: a [`PlainUdp4`] frame through the fast path, any other frame
-/// header by header ([`judge_any`]). Both decide alike (tested below).
+/// The verdict before dry-run: a [`PlainUdp4`] frame that is not a fragment through the fast
+/// path, any other frame header by header ([`judge_any`]). Both decide alike (tested below).
 #[inline(always)]
 fn judge<'a, P, L, B>(pkt: &'a P, config: &GuardConfig, lists: &L, buckets: &B) -> Decision<'a>
 where
@@ -93,10 +105,26 @@ where
         && frame.eth.ethertype == ETH_P_IP.to_be_bytes()
         && frame.ip.version_ihl == 0x45
     {
-        return judge_plain_ipv4(frame, config, lists, buckets);
+        if frame.ip.protocol != IPPROTO_UDP {
+            return unjudged(Verdict::NotProtected, config);
+        }
+        if u16::from_le_bytes(frame.ip.frag_off) & FRAGMENT_BITS_LE == 0 {
+            return judge_port(
+                frame.udp.dest,
+                Source::V4(&frame.ip.saddr),
+                config,
+                lists,
+                buckets,
+            );
+        }
     }
     judge_any(pkt, config, lists, buckets)
 }
+
+/// The bits of an IPv4 header's flags-and-offset field, read as a little-endian `u16` (so one
+/// load and one mask on the BPF target), that make a packet a fragment: MF and the 13-bit
+/// offset. The reserved and DF bits are not among them.
+const FRAGMENT_BITS_LE: u16 = u16::from_le_bytes([0x3F, 0xFF]);
 
 /// The most common frame, in one piece: Ethernet without VLAN tags, IPv4 without options, and
 /// room for a UDP header. One bounds check covers it all.
@@ -112,32 +140,6 @@ pub struct PlainUdp4 {
 
 // SAFETY: repr(C) of headers, which are bytes.
 unsafe impl Header for PlainUdp4 {}
-
-/// Judges a [`PlainUdp4`] frame (its EtherType is IPv4 and its IHL 5): what
-/// [`judge_any`] decides for it, in a few loads from constant offsets.
-#[inline(always)]
-fn judge_plain_ipv4<'a, L, B>(
-    frame: &'a PlainUdp4,
-    config: &GuardConfig,
-    lists: &L,
-    buckets: &B,
-) -> Decision<'a>
-where
-    L: Lists + ?Sized,
-    B: Buckets + ?Sized,
-{
-    let net = ipv4_network(&frame.ip, ETH_HLEN);
-    if let Some(verdict) = udp_gate(&net, ETH_HLEN + 20) {
-        return unjudged(verdict);
-    }
-    judge_port(
-        u16::from_be_bytes(frame.udp.dest),
-        net.source,
-        config,
-        lists,
-        buckets,
-    )
-}
 
 /// The verdict before dry-run for any frame, parsed header by header. Each network protocol
 /// gets its own copy of the datagram checks (`judge_datagram` is inlined into both arms), so
@@ -158,14 +160,14 @@ where
     match parse_ethernet(pkt, &mut cursor) {
         Ok(ETH_P_IP) => match parse_ipv4(pkt, &mut cursor) {
             Ok(net) => judge_datagram(pkt, cursor, net, config, lists, buckets),
-            Err(verdict) => unjudged(verdict),
+            Err(verdict) => unjudged(verdict, config),
         },
         Ok(ETH_P_IPV6) => match parse_ipv6(pkt, &mut cursor) {
             Ok(net) => judge_datagram(pkt, cursor, net, config, lists, buckets),
-            Err(verdict) => unjudged(verdict),
+            Err(verdict) => unjudged(verdict, config),
         },
-        Ok(_) => unjudged(Verdict::NotProtected),
-        Err(verdict) => unjudged(verdict),
+        Ok(_) => unjudged(Verdict::NotProtected, config),
+        Err(verdict) => unjudged(verdict, config),
     }
 }
 
@@ -185,11 +187,11 @@ where
     B: Buckets + ?Sized,
 {
     if let Some(verdict) = udp_gate(&net, cursor) {
-        return unjudged(verdict);
+        return unjudged(verdict, config);
     }
     match parse_udp(pkt, &mut cursor) {
-        Ok(port) => judge_port(port, net.source, config, lists, buckets),
-        Err(verdict) => unjudged(verdict),
+        Ok(port) => judge_port(port.to_be_bytes(), net.source, config, lists, buckets),
+        Err(verdict) => unjudged(verdict, config),
     }
 }
 
@@ -208,10 +210,11 @@ fn udp_gate(net: &Network<'_>, cursor: usize) -> Option<Verdict> {
     }
 }
 
-/// Judges a whole (or first-fragment) UDP datagram to `port` from `source`.
+/// Judges a whole (or first-fragment) UDP datagram to the port whose header bytes are `dest`,
+/// from `source`.
 #[inline(always)]
 fn judge_port<'a, L, B>(
-    port: u16,
+    dest: [u8; 2],
     source: Source<'a>,
     config: &GuardConfig,
     lists: &L,
@@ -221,8 +224,8 @@ where
     L: Lists + ?Sized,
     B: Buckets + ?Sized,
 {
-    if !config.protects(port) {
-        return unjudged(Verdict::NotProtected);
+    if !config.protects_wire(dest) {
+        return unjudged(Verdict::NotProtected, config);
     }
     let (allow, deny) = match source {
         Source::V4(addr) => (
@@ -242,21 +245,19 @@ where
             },
         ),
     };
-    // The denylist wins over an allowlist match of the same or a shorter prefix.
-    let verdict = if deny != 0 && deny >= allow {
-        Verdict::Denied
+    // The denylist wins over an allowlist match of the same or a shorter prefix. Each branch
+    // builds its own decision (see `Decision::new`).
+    let judged = |verdict| Decision::new(verdict, Some(source), config);
+    if deny != 0 && deny >= allow {
+        judged(Verdict::Denied)
     } else if allow != 0 {
-        Verdict::Allowlisted
+        judged(Verdict::Allowlisted)
     } else if !config.rate_limited() {
-        Verdict::DroppedNotAllowlisted
+        judged(Verdict::DroppedNotAllowlisted)
     } else if admit(buckets, &config.rate, &source) {
-        Verdict::RatePassed
+        judged(Verdict::RatePassed)
     } else {
-        Verdict::RateLimited
-    };
-    Decision {
-        verdict,
-        source: Some(source),
+        judged(Verdict::RateLimited)
     }
 }
 

@@ -25,13 +25,15 @@ pub const POLICY_RATE_LIMIT: u32 = 1;
 /// flooding at 10,000 datagrams per second over 150 samples a second.
 pub const DEFAULT_TOP_SAMPLE: u32 = 64;
 
-/// Words in the protected-port bitmap: one bit per UDP port.
-pub const PORT_WORDS: usize = 65536 / 64;
+/// Entries of the protected-port table: one byte per UDP port.
+pub const PORT_ENTRIES: usize = 65536;
 
 /// The guard's configuration, read by the XDP program on every frame.
 ///
-/// Protected ports are a bitmap so that the hot path tests membership with one load, whatever
-/// the number of ports; user space keeps the set at [`MAX_PORTS`] or fewer.
+/// Protected ports are a table with one byte per port, indexed by the port's two bytes as they
+/// are on the wire (see [`port_index`]): the hot path tests membership with a 16-bit load from
+/// the frame and one byte load, whatever the number of ports. User space keeps the set at
+/// [`MAX_PORTS`] or fewer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuardConfig {
@@ -46,8 +48,16 @@ pub struct GuardConfig {
     pub top_sample: u32,
     /// Reserved, zero (keeps `ports` 8-byte aligned without implicit padding).
     pub reserved: u32,
-    /// Bit `p % 64` of word `p / 64` is set when UDP port `p` is protected.
-    pub ports: [u64; PORT_WORDS],
+    /// Entry [`port_index`]`(p)` is 1 when UDP port `p` is protected, else 0.
+    pub ports: [u8; PORT_ENTRIES],
+}
+
+/// The index of UDP port `port` in [`GuardConfig::ports`]: its big-endian (wire) bytes read
+/// as a little-endian `u16`. On the little-endian BPF target that is a plain 16-bit load of the
+/// header field, with no byte swap.
+#[inline(always)]
+pub const fn port_index(wire: [u8; 2]) -> usize {
+    u16::from_le_bytes(wire) as usize
 }
 
 #[cfg(feature = "user")]
@@ -82,29 +92,32 @@ impl GuardConfig {
         },
         top_sample: 0,
         reserved: 0,
-        ports: [0; PORT_WORDS],
+        ports: [0; PORT_ENTRIES],
     };
 
     /// Is UDP destination port `port` protected?
     #[inline(always)]
     pub fn protects(&self, port: u16) -> bool {
-        // `port >> 6`, not an OR of the port's two bytes: kernels before 6.5 lose the bounds
-        // of `scalar | scalar`, and then refuse the map access ("unbounded min value").
-        let word = (port >> 6) as usize;
-        match self.ports.get(word) {
-            Some(w) => (w >> (port & 63)) & 1 == 1,
-            None => false,
-        }
+        self.protects_wire(port.to_be_bytes())
+    }
+
+    /// Is the UDP destination port whose header bytes are `wire` protected?
+    #[inline(always)]
+    pub fn protects_wire(&self, wire: [u8; 2]) -> bool {
+        // A 16-bit index into a 65,536-entry table: no bounds check, and the verifier knows
+        // the load's range. (Not an OR of the two bytes: kernels before 6.5 lose the bounds
+        // of `scalar | scalar`, and then refuse the map access.)
+        self.ports[port_index(wire)] != 0
     }
 
     /// Adds `port` to the protected set.
     pub fn protect(&mut self, port: u16) {
-        self.ports[(port >> 6) as usize] |= 1 << (port & 63);
+        self.ports[port_index(port.to_be_bytes())] = 1;
     }
 
     /// Empties the protected set.
     pub fn clear_ports(&mut self) {
-        self.ports = [0; PORT_WORDS];
+        self.ports = [0; PORT_ENTRIES];
     }
 
     /// The protected ports, ascending.
@@ -154,7 +167,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn port_bitmap_edges() {
+    fn port_table_edges() {
         let mut c = GuardConfig::EMPTY;
         for p in [0u16, 63, 64, 11211, 65535] {
             assert!(!c.protects(p));

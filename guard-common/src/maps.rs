@@ -6,10 +6,24 @@
 /// Version of the pinned-state layout (map set, key and value types).
 ///
 /// 2: the IPv4 lists gained their direct tables ([`ALLOW_V4_ROWS`] and the rest).
-pub const ABI_VERSION: u32 = 2;
+/// 3: the config's protected ports became a byte per port ([`crate::config::PORT_ENTRIES`]),
+///    and the config map the program's global data ([`CONFIG_SECTION`]).
+pub const ABI_VERSION: u32 = 3;
 
-/// Config map (array, one [`crate::GuardConfig`]).
+/// Config map (array, one [`crate::GuardConfig`]), as pinned.
 pub const CONFIG: &str = "GUARD_CONFIG";
+/// The config map's name in the object: the program's global-data section holding the
+/// config, which the loader turns into a one-entry array map the program addresses directly.
+pub const CONFIG_SECTION: &str = ".data.config";
+
+/// A map's name in the object, given its pin name (they differ only for [`CONFIG`]).
+pub fn object_name(pin_name: &str) -> &str {
+    if pin_name == CONFIG {
+        CONFIG_SECTION
+    } else {
+        pin_name
+    }
+}
 /// Per-CPU counters map (per-CPU array of [`crate::verdict::Counter`], one slot per verdict).
 pub const COUNTERS: &str = "GUARD_COUNTERS";
 /// IPv4 allowlist prefixes (LPM trie, key: prefix length + 4 address bytes, value:

@@ -18,7 +18,7 @@ mod top;
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{HashMap, PerCpuArray},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
@@ -31,9 +31,13 @@ use guard_common::{
 
 use crate::{frame::Frame, lists::MapLists, ratelimit::MapBuckets};
 
-/// Protected ports, policy and flags (one entry).
-#[map]
-static GUARD_CONFIG: Array<GuardConfig> = Array::with_max_entries(1, 0);
+/// Protected ports, policy and flags: global data in its own section, which the loader turns
+/// into a one-entry array map (`maps::CONFIG_SECTION`, pinned as `maps::CONFIG`). The program
+/// addresses it directly: no map lookup, no null check. User space rewrites it with map
+/// updates; nothing in the program writes it.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".data.config")]
+static mut GUARD_CONFIG: GuardConfig = GuardConfig::EMPTY;
 
 /// Packets and bytes per interface and verdict, per CPU.
 #[map]
@@ -49,16 +53,16 @@ pub fn guard(ctx: XdpContext) -> u32 {
     let frame = Frame::new(&ctx);
     let bytes = frame.len() as u64;
     let ifindex = ctx.ingress_ifindex() as u32;
-    let Some(config) = GUARD_CONFIG.get(0) else {
-        // An array map always has its entry; pass rather than guess if it ever does not.
-        return xdp_action::XDP_PASS;
-    };
+    // SAFETY: only read here; user space's updates are whole-value copies, as they are for
+    // any array map the program reads.
+    let config: &GuardConfig = unsafe { &*core::ptr::addr_of!(GUARD_CONFIG) };
     let decision = classify(&frame, config, &MapLists, &MapBuckets::new(ifindex));
     let seen = count(ifindex, decision.verdict, bytes);
-    if let Some(source) = decision.source
+    // Cheapest and rarest first: 1 in `top_sample` frames of a verdict get past the mask.
+    if seen & u64::from(config.top_sample.wrapping_sub(1)) == 0
         && config.top_sample != 0
         && is_drop(decision.verdict)
-        && seen & u64::from(config.top_sample - 1) == 0
+        && let Some(source) = decision.source
     {
         top::record(
             &source,
@@ -85,7 +89,7 @@ pub fn guard(ctx: XdpContext) -> u32 {
             ),
         }
     }
-    match decision.verdict.action() {
+    match decision.action {
         Action::Pass => xdp_action::XDP_PASS,
         Action::Drop => xdp_action::XDP_DROP,
     }

@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use aya::{Ebpf, EbpfLoader, programs::Xdp};
 use guard_common::maps::{
     PREFIX_BUCKETS, PREFIX_BUCKETS_DEFAULT, PROGRAM, SOURCE_BUCKETS, SOURCE_BUCKETS_DEFAULT,
-    TOP_TALKERS, TOP_TALKERS_DEFAULT,
+    TOP_TALKERS, TOP_TALKERS_DEFAULT, object_name,
 };
 
 use crate::{maps::MAP_NAMES, object::OBJECT, pins::PinLayout};
@@ -58,7 +58,10 @@ fn sized(sizes: &MapSizes) -> EbpfLoader<'static> {
 /// ones created with `sizes`), and loads the program into the kernel. The program itself is
 /// not pinned.
 pub fn load_pinned(layout: &PinLayout, sizes: &MapSizes) -> anyhow::Result<Ebpf> {
-    let paths: Vec<_> = MAP_NAMES.iter().map(|n| (*n, layout.map(n))).collect();
+    let paths: Vec<_> = MAP_NAMES
+        .iter()
+        .map(|n| (object_name(n), layout.map(n)))
+        .collect();
     let mut loader = sized(sizes);
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());

@@ -9,9 +9,9 @@ use guard_common::{
     GuardConfig,
     maps::{
         ALLOW_V4, ALLOW_V4_CHUNKS, ALLOW_V4_OWNERS, ALLOW_V4_ROWS, ALLOW_V6, ATTACHMENTS,
-        Attachment, CONFIG, COUNTERS, DENY_V4, DENY_V4_CHUNKS, DENY_V4_OWNERS, DENY_V4_ROWS,
-        DENY_V6, GLOBAL_BUCKET, PREFIX_BUCKETS, PrefixEntry, SOURCE_BUCKETS, TOP_TALKERS, TopEntry,
-        V4Chunk, V4Row,
+        Attachment, CONFIG, CONFIG_SECTION, COUNTERS, DENY_V4, DENY_V4_CHUNKS, DENY_V4_OWNERS,
+        DENY_V4_ROWS, DENY_V6, GLOBAL_BUCKET, PREFIX_BUCKETS, PrefixEntry, SOURCE_BUCKETS,
+        TOP_TALKERS, TopEntry, V4Chunk, V4Row,
     },
     ratelimit::BucketKey,
     verdict::Counter,
@@ -113,7 +113,7 @@ impl GuardMaps {
                 .ok_or_else(|| anyhow!("the object has no map {name}"))
         };
         Ok(Self {
-            config: Array::try_from(take(CONFIG)?)?,
+            config: Array::try_from(take(CONFIG_SECTION)?)?,
             counters: PerCpuArray::try_from(take(COUNTERS)?)?,
             allow_v4: LpmTrie::try_from(take(ALLOW_V4)?)?,
             allow_v4_rows: Array::try_from(take(ALLOW_V4_ROWS)?)?,
