@@ -169,6 +169,15 @@ pub fn return_only(action: u32) -> Vec<asm::Insn> {
     vec![asm::mov_imm(0, action as i32), asm::exit()]
 }
 
+/// The floor plus `n` ALU instructions in eight independent chains of register adds (r2 to
+/// r9): a calibration of what a simple instruction costs in the test-run harness.
+pub fn alu_ladder(n: usize, action: u32) -> Vec<asm::Insn> {
+    let mut p: Vec<asm::Insn> = (2..10).map(|r| asm::mov_imm(r, 0)).collect();
+    p.extend((0..n).map(|i| asm::add_imm(2 + (i % 8) as u8, 1)));
+    p.extend(return_only(action));
+    p
+}
+
 /// The spoofing generator: writes a random source address inside `base/10` into an untagged
 /// IPv4 frame, fixes the IPv4 header checksum incrementally (RFC 1624, so it is right whether
 /// or not the kernel resets the frame between runs), and returns XDP_TX.

@@ -365,8 +365,8 @@ fn observations(s: &mut String, r: &Report) {
         );
         lines.push(format!(
             "Where a dropped frame's {:.0} ns over the {:.0} ns floor go, at 100,000 prefixes: \
-             {:.0} ns are fixed (the context, the configuration lookup, the Ethernet header and \
-             the per-CPU counter: an ARP frame costs {:.0} ns); {:.0} ns more parse IPv4 and \
+             {:.0} ns are fixed (the context, the Ethernet header, the verdict and the per-CPU \
+             counter: an ARP frame costs {:.0} ns); {:.0} ns more parse IPv4 and \
              UDP and test the port (UDP to port 53: {:.0} ns); {:.0} ns more look the source \
              up in one table row and decide ({:.0} ns); and {:.0} ns more read the /32 chunk \
              of a /24 that holds longer prefixes (the deepest miss: {:.0} ns). Differences \
@@ -382,6 +382,33 @@ fn observations(s: &mut String, r: &Report) {
             deep - shallow,
             deep
         ));
+        let ladder: Vec<&testrun::Row> = t.rows.iter().filter(|r| r.id == "calibration").collect();
+        if let [short, long] = ladder.as_slice() {
+            // ns per instruction from the difference of the two ladders (the fixed part of
+            // a ladder cancels out).
+            let per_insn = (long.ns - short.ns)
+                / (testrun::CALIBRATION_INSNS[1] - testrun::CALIBRATION_INSNS[0]) as f64;
+            let budget = 0.25 * t.floor_ns;
+            lines.push(format!(
+                "What 1.25x of the floor buys: the floor plus {} independent ALU instructions \
+                 costs {:.0} ns and plus {} costs {:.0} ns, about {:.3} ns an instruction, so \
+                 the {:.1} ns between the floor and 1.25x of it hold about {:.0} simple BPF \
+                 instructions (loads and dependent chains cost more). guard's dropped path \
+                 reads the context, parses three headers, tests the port, reads a table row, \
+                 decides, and counts in a per-CPU array, in one run.",
+                testrun::CALIBRATION_INSNS[0],
+                short.ns,
+                testrun::CALIBRATION_INSNS[1],
+                long.ns,
+                per_insn,
+                budget,
+                if per_insn > 0.0 {
+                    budget / per_insn
+                } else {
+                    f64::NAN
+                },
+            ));
+        }
         lines.push(format!(
             "The lookup does not grow with the list: a dropped frame takes {:.0}, {:.0} and \
              {:.0} ns with 1, 1,000 and 100,000 IPv4 prefixes. An IPv6 lookup in 10,000 \
@@ -473,6 +500,13 @@ fn per_packet(s: &mut String, t: &testrun::Results) {
         "| floor: `r0 = XDP_DROP; exit` | {:.0} ns | | |",
         t.floor_ns
     );
+    for r in t.rows.iter().filter(|r| r.id == "calibration") {
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} ns ({:.2}x) | | |",
+            r.label, r.ns, r.x_floor
+        );
+    }
     for r in t.rows.iter().filter(|r| r.id == "xdp_filter") {
         let _ = writeln!(
             s,

@@ -152,6 +152,13 @@ fn paths(lists: &Lists) -> Vec<Path> {
     ]
 }
 
+/// Independent ALU instructions added to the floor in the calibration rows.
+pub const CALIBRATION_INSNS: [usize; 2] = [64, 128];
+const CALIBRATION_LABELS: [&str; 2] = [
+    "calibration: the floor plus 64 independent ALU instructions",
+    "calibration: the floor plus 128 independent ALU instructions",
+];
+
 /// IPv4 allowlist sizes of the table.
 pub const SIZES: [usize; 3] = [1, 1_000, 100_000];
 /// The pinned CPU.
@@ -179,6 +186,12 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
         "the floor program returned {}",
         r.retval
     );
+
+    // The calibration: the floor plus independent ALU instructions.
+    let ladders = CALIBRATION_INSNS
+        .iter()
+        .map(|&n| bpf::load_xdp("gb_alu", &bpf::alu_ladder(n, XDP_DROP)))
+        .collect::<Result<Vec<_>, _>>()?;
 
     // xdp-filter: loaded on a veth in a namespace of ours, its program kept by fd, unloaded.
     let mut programs = serde_json::Map::new();
@@ -223,6 +236,7 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
     let own_start = sys::thread_cpu_ns();
     let mut floor_samples = Vec::new();
     let mut filter_samples = vec![Vec::new(); filters.len()];
+    let mut ladder_samples = vec![Vec::new(); ladders.len()];
     let mut samples = vec![vec![Vec::new(); paths.len()]; SIZES.len()];
     let mut walls = vec![vec![Vec::new(); paths.len()]; SIZES.len()];
     for round in 0..p.rounds {
@@ -231,6 +245,15 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
         floor_samples.push(f64::from(
             bpf::test_run(floor.as_fd(), &dropped_frame, p.repeat)?.duration_ns,
         ));
+        for (i, fd) in ladders.iter().enumerate() {
+            let r = bpf::test_run(fd.as_fd(), &dropped_frame, p.repeat)?;
+            ensure!(
+                r.retval == XDP_DROP,
+                "the calibration returned {}",
+                r.retval
+            );
+            ladder_samples[i].push(f64::from(r.duration_ns));
+        }
         for (i, (_, _, fd)) in filters.iter().enumerate() {
             let r = bpf::test_run(fd.as_fd(), &dropped_frame, p.repeat)?;
             ensure!(r.retval == XDP_DROP, "xdp-filter returned {}", r.retval);
@@ -257,6 +280,17 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
     }
     let floor_ns = sys::median(&floor_samples);
     let mut rows = Vec::new();
+    for (i, &n) in CALIBRATION_INSNS.iter().enumerate() {
+        rows.push(row(
+            "calibration",
+            CALIBRATION_LABELS[i],
+            None,
+            &ladder_samples[i],
+            None,
+            floor_ns,
+            format!("{n} ALU instructions"),
+        ));
+    }
     for (i, (label, name, _)) in filters.iter().enumerate() {
         rows.push(row(
             "xdp_filter",
