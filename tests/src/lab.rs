@@ -975,7 +975,7 @@ pub fn pinned_map_fill(path: &Path) -> anyhow::Result<MapFill> {
     })
 }
 
-/// Where a guard pins the map `name` (`GUARD_SRC_BKT`, ...): `<pin>/abi-1/maps/<name>`.
+/// Where a guard pins the map `name` (`GUARD_SRC_BKT`, ...): `<pin>/abi-<ABI_VERSION>/maps/<name>`.
 pub fn pinned_map_path(guard: &Guard, name: &str) -> PathBuf {
     guard_user::pins::PinLayout::new(guard.pin_path()).map(name)
 }
