@@ -13,13 +13,14 @@ use crate::{
 /// The result of a list lookup: 0 when no prefix holds the address, else the longest
 /// matching prefix's length plus one. A more specific match compares greater and "no match"
 /// is least. (A plain integer on purpose: an `Option<u32>` leaves its payload undefined when
-/// `None`, and the verifier rejects reading such a register.)
-pub type Match = u32;
+/// `None`, and the verifier rejects reading such a register. 64 bits because BPF registers
+/// are: a 32-bit value merged from several lookups would be zero-extended before each test.)
+pub type Match = u64;
 
 /// The [`Match`] of a prefix of length `len`.
 #[inline(always)]
 pub const fn matched(len: u32) -> Match {
-    len + 1
+    len as Match + 1
 }
 
 /// Allowlist and denylist lookups, injected: BPF maps in the kernel, plain tables in host

@@ -107,10 +107,10 @@ fn lookup_v4(
         .map_or(slot::TRIE, |r| r.slots[usize::from(addr[2])]);
     if slot >= slot::CHUNK_BASE {
         if let Some(chunk) = chunks.get(u32::from(slot - slot::CHUNK_BASE)) {
-            return u32::from(chunk.matches[usize::from(addr[3])]);
+            return Match::from(chunk.matches[usize::from(addr[3])]);
         }
     } else if slot <= slot::MAX_MATCH {
-        return u32::from(slot);
+        return Match::from(slot);
     }
     trie.get(Key::new(32, *addr))
         .map_or(0, |e| matched(e.prefix_len))

@@ -59,7 +59,9 @@ pub fn guard(ctx: XdpContext) -> u32 {
     let decision = classify(&frame, config, &MapLists, &MapBuckets::new(ifindex));
     let seen = count(ifindex, decision.verdict, bytes);
     // Cheapest and rarest first: 1 in `top_sample` frames of a verdict get past the mask.
-    if seen & u64::from(config.top_sample.wrapping_sub(1)) == 0
+    // (The mask in 64 bits: no zero extension; `top_sample` 0 gives all ones, then the test
+    // below.)
+    if seen & u64::from(config.top_sample).wrapping_sub(1) == 0
         && config.top_sample != 0
         && is_drop(decision.verdict)
         && let Some(source) = decision.source

@@ -11,9 +11,10 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use aya::maps::lpm_trie::Key;
 use guard_common::{
-    Lists as _,
+    Lists as _, Match,
     config::MEMCACHED_PORT,
     maps::{V4_CHUNKS, V4_ROWS, slot},
+    matched,
 };
 use guard_tests::{
     kernel::Loaded,
@@ -35,7 +36,7 @@ fn net(s: &str) -> Ipv4Net {
 
 /// The `Match` the program would find for `addr` in one list's tables (or its trie, for a
 /// /24 left to it).
-fn table_match(maps: &GuardMaps, list: List, addr: [u8; 4]) -> u32 {
+fn table_match(maps: &GuardMaps, list: List, addr: [u8; 4]) -> Match {
     let (rows, chunks, trie) = match list {
         List::Allow => (&maps.allow_v4_rows, &maps.allow_v4_chunks, &maps.allow_v4),
         List::Deny => (&maps.deny_v4_rows, &maps.deny_v4_chunks, &maps.deny_v4),
@@ -45,13 +46,13 @@ fn table_match(maps: &GuardMaps, list: List, addr: [u8; 4]) -> u32 {
         .unwrap();
     let s = row.slots[usize::from(addr[2])];
     if s <= slot::MAX_MATCH {
-        u32::from(s)
+        Match::from(s)
     } else if s >= slot::CHUNK_BASE {
         let chunk = chunks.get(&u32::from(s - slot::CHUNK_BASE), 0).unwrap();
-        u32::from(chunk.matches[usize::from(addr[3])])
+        Match::from(chunk.matches[usize::from(addr[3])])
     } else {
         trie.get(&Key::new(32, addr), 0)
-            .map_or(0, |e| e.prefix_len + 1)
+            .map_or(0, |e| matched(e.prefix_len))
     }
 }
 
