@@ -93,8 +93,8 @@ fn unjudged<'a>(verdict: Verdict, config: &GuardConfig) -> Decision<'a> {
     Decision::new(verdict, None, config)
 }
 
-/// The verdict before dry-run: a [`PlainUdp4`] frame that is not a fragment through the fast
-/// path, any other frame header by header ([`judge_any`]). Both decide alike (tested below).
+/// The decision: a [`PlainUdp4`] frame that is not a fragment through the fast path, any other
+/// frame header by header ([`judge_any`]). Both decide alike (tested below).
 #[inline(always)]
 fn judge<'a, P, L, B>(pkt: &'a P, config: &GuardConfig, lists: &L, buckets: &B) -> Decision<'a>
 where
@@ -142,7 +142,7 @@ pub struct PlainUdp4 {
 // SAFETY: repr(C) of headers, which are bytes.
 unsafe impl Header for PlainUdp4 {}
 
-/// The verdict before dry-run for any frame, parsed header by header. Each network protocol
+/// The decision for any frame, parsed header by header. Each network protocol
 /// gets its own copy of the datagram checks (`judge_datagram` is inlined into both arms), so
 /// that each path is straight-line code that knows its address family.
 #[inline(always)]
