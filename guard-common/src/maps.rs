@@ -24,6 +24,7 @@ pub fn object_name(pin_name: &str) -> &str {
         pin_name
     }
 }
+
 /// Per-CPU counters map (per-CPU array of [`crate::verdict::Counter`], one slot per verdict).
 pub const COUNTERS: &str = "GUARD_COUNTERS";
 /// IPv4 allowlist prefixes (LPM trie, key: prefix length + 4 address bytes, value:

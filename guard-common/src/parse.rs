@@ -275,12 +275,6 @@ pub fn parse_ipv4<'a, P: Packet + ?Sized>(
         ihl
     };
     *cursor = start + ihl * 4;
-    Ok(ipv4_network(hdr, start))
-}
-
-/// What an IPv4 header at offset `start` says: source, protocol and fragmentation.
-#[inline(always)]
-pub fn ipv4_network(hdr: &Ipv4Hdr, start: usize) -> Network<'_> {
     // Flags (reserved, DF, MF) and a 13-bit offset.
     let [flags_offset, offset_low] = hdr.frag_off;
     let fragment = if flags_offset & 0x1F != 0 || offset_low != 0 {
@@ -290,11 +284,11 @@ pub fn ipv4_network(hdr: &Ipv4Hdr, start: usize) -> Network<'_> {
     } else {
         Fragment::Whole
     };
-    Network {
+    Ok(Network {
         source: Source::V4(&hdr.saddr),
         protocol: hdr.protocol,
         fragment,
-    }
+    })
 }
 
 /// Parses an IPv6 header and walks up to [`MAX_EXT_HEADERS`] extension headers (hop-by-hop,

@@ -9,9 +9,9 @@ use guard_common::{
     GuardConfig,
     maps::{
         ALLOW_V4, ALLOW_V4_CHUNKS, ALLOW_V4_OWNERS, ALLOW_V4_ROWS, ALLOW_V6, ATTACHMENTS,
-        Attachment, CONFIG, CONFIG_SECTION, COUNTERS, DENY_V4, DENY_V4_CHUNKS, DENY_V4_OWNERS,
-        DENY_V4_ROWS, DENY_V6, GLOBAL_BUCKET, PREFIX_BUCKETS, PrefixEntry, SOURCE_BUCKETS,
-        TOP_TALKERS, TopEntry, V4Chunk, V4Row,
+        Attachment, CONFIG, COUNTERS, DENY_V4, DENY_V4_CHUNKS, DENY_V4_OWNERS, DENY_V4_ROWS,
+        DENY_V6, GLOBAL_BUCKET, PREFIX_BUCKETS, PrefixEntry, SOURCE_BUCKETS, TOP_TALKERS, TopEntry,
+        V4Chunk, V4Row, object_name,
     },
     ratelimit::BucketKey,
     verdict::Counter,
@@ -109,11 +109,12 @@ impl GuardMaps {
     /// Takes the maps out of a loaded object.
     pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         let mut take = |name: &str| {
+            let name = object_name(name);
             ebpf.take_map(name)
                 .ok_or_else(|| anyhow!("the object has no map {name}"))
         };
         Ok(Self {
-            config: Array::try_from(take(CONFIG_SECTION)?)?,
+            config: Array::try_from(take(CONFIG)?)?,
             counters: PerCpuArray::try_from(take(COUNTERS)?)?,
             allow_v4: LpmTrie::try_from(take(ALLOW_V4)?)?,
             allow_v4_rows: Array::try_from(take(ALLOW_V4_ROWS)?)?,
