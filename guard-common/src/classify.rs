@@ -191,7 +191,7 @@ where
         return unjudged(verdict, config);
     }
     match parse_udp(pkt, &mut cursor) {
-        Ok(port) => judge_port(port.to_be_bytes(), net.source, config, lists, buckets),
+        Ok(dest) => judge_port(dest, net.source, config, lists, buckets),
         Err(verdict) => unjudged(verdict, config),
     }
 }

@@ -371,11 +371,12 @@ fn parse_ipv6_ext<P: Packet + ?Sized>(
     Ok(true)
 }
 
-/// Parses a UDP header; returns the destination port in host order. The whole 8-byte header
-/// must be inside the frame.
+/// Parses a UDP header; returns the destination port's bytes as on the wire (big-endian), the
+/// form the protected-port table is indexed by. The whole 8-byte header must be inside the
+/// frame.
 #[inline(always)]
-pub fn parse_udp<P: Packet + ?Sized>(pkt: &P, cursor: &mut usize) -> Result<u16, Verdict> {
+pub fn parse_udp<P: Packet + ?Sized>(pkt: &P, cursor: &mut usize) -> Result<[u8; 2], Verdict> {
     let udp: &UdpHdr = pkt.header(*cursor).ok_or(Verdict::Malformed)?;
     *cursor += 8;
-    Ok(u16::from_be_bytes(udp.dest))
+    Ok(udp.dest)
 }
