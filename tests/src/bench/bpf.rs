@@ -10,12 +10,14 @@ use std::{
     os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
 };
 
+const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_LINK_CREATE: libc::c_long = 28;
 
 const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 /// `enum bpf_attach_type`: BPF_XDP.
 const BPF_XDP: u32 = 37;
 /// `XDP_FLAGS_DRV_MODE`: native (driver) XDP.
@@ -127,6 +129,14 @@ pub mod asm {
     pub fn xor_imm(dst: u8, imm: i32) -> Insn {
         insn(0xa7, dst, 0, 0, imm)
     }
+    /// `dst <<= imm` (64-bit).
+    pub fn lsh_imm(dst: u8, imm: i32) -> Insn {
+        insn(0x67, dst, 0, 0, imm)
+    }
+    /// `dst = be16(dst)`: the low 16 bits byte-swapped (on a little-endian host), zero-extended.
+    pub fn be16(dst: u8) -> Insn {
+        insn(0xdc, dst, 0, 0, 16)
+    }
     /// `dst >>= imm` (64-bit, logical).
     pub fn rsh_imm(dst: u8, imm: i32) -> Insn {
         insn(0x77, dst, 0, 0, imm)
@@ -138,6 +148,18 @@ pub mod asm {
     /// `dst = *(u16 *)(src + off)`.
     pub fn ldx_h(dst: u8, src: u8, off: i16) -> Insn {
         insn(0x69, dst, src, off, 0)
+    }
+    /// `dst = *(u8 *)(src + off)`.
+    pub fn ldx_b(dst: u8, src: u8, off: i16) -> Insn {
+        insn(0x71, dst, src, off, 0)
+    }
+    /// `dst = *(u64 *)(src + off)`.
+    pub fn ldx_dw(dst: u8, src: u8, off: i16) -> Insn {
+        insn(0x79, dst, src, off, 0)
+    }
+    /// `*(u64 *)(dst + off) = src`.
+    pub fn stx_dw(dst: u8, src: u8, off: i16) -> Insn {
+        insn(0x7b, dst, src, off, 0)
     }
     /// `*(u32 *)(dst + off) = src`.
     pub fn stx_w(dst: u8, src: u8, off: i16) -> Insn {
@@ -151,6 +173,27 @@ pub mod asm {
     pub fn jgt(dst: u8, src: u8, off: i16) -> Insn {
         insn(0x2d, dst, src, off, 0)
     }
+    /// `if dst != imm goto +off`.
+    pub fn jne_imm(dst: u8, imm: i32, off: i16) -> Insn {
+        insn(0x55, dst, 0, off, imm)
+    }
+    /// `if dst == imm goto +off`.
+    pub fn jeq_imm(dst: u8, imm: i32, off: i16) -> Insn {
+        insn(0x15, dst, 0, off, imm)
+    }
+    /// `if dst > imm goto +off` (unsigned).
+    pub fn jgt_imm(dst: u8, imm: i32, off: i16) -> Insn {
+        insn(0x25, dst, 0, off, imm)
+    }
+    /// `goto +off`.
+    pub fn ja(off: i16) -> Insn {
+        insn(0x05, 0, 0, off, 0)
+    }
+    /// `dst = map` (a map by fd): two instruction slots.
+    pub fn ld_map_fd(dst: u8, fd: i32) -> [Insn; 2] {
+        // BPF_LD | BPF_DW | BPF_IMM with src = BPF_PSEUDO_MAP_FD.
+        [insn(0x18, dst, 1, 0, fd), insn(0, 0, 0, 0, 0)]
+    }
     /// `call helper`.
     pub fn call(helper: i32) -> Insn {
         insn(0x85, 0, 0, 0, helper)
@@ -163,6 +206,8 @@ pub mod asm {
 
 /// `bpf_get_prandom_u32`.
 const HELPER_GET_PRANDOM_U32: i32 = 7;
+/// `bpf_map_lookup_elem`.
+const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 
 /// `r0 = action; exit`: XDP_DROP for the floor and the ceiling, XDP_TX for the generator.
 pub fn return_only(action: u32) -> Vec<asm::Insn> {
@@ -231,6 +276,140 @@ pub fn spoofing_tx(base: [u8; 4]) -> Vec<asm::Insn> {
     prog.extend(body);
     prog.extend(return_only(XDP_TX));
     prog
+}
+
+/// The maps the reference program reads and writes, by fd.
+#[derive(Clone, Copy, Debug)]
+pub struct ReferenceMaps {
+    /// guard's IPv4 allowlist rows (`GUARD_A4_L24`).
+    pub rows: i32,
+    /// guard's IPv4 allowlist chunks (`GUARD_A4_L32`).
+    pub chunks: i32,
+    /// A per-CPU array of `u64`, at least 3 entries: the reference's counters.
+    pub counters: i32,
+}
+
+/// The least work the per-packet targets ask of any guard, hand-assembled: parse an untagged
+/// Ethernet + IPv4 (IHL 5, not a fragment) + UDP frame, test the destination port against
+/// 11211, look the source up in guard's own direct tables (its row, then the /24's chunk when
+/// the row points to one), count the verdict in a per-CPU array (packets only, no interface),
+/// and drop or pass. Every other frame, and a /24 that guard marked for its trie, passes
+/// unjudged. No denylist, policy, dry-run, byte counts, interfaces or top talkers: this is a
+/// lower bound for guard's own dropped and allowlisted paths, not a guard.
+pub fn reference(maps: ReferenceMaps) -> Vec<asm::Insn> {
+    use asm::*;
+    /// An instruction, a jump to a label, or a label.
+    enum Op {
+        I(Insn),
+        J(Insn, &'static str),
+        L(&'static str),
+    }
+    use Op::{I, J, L};
+    let map = |dst: u8, fd: i32| ld_map_fd(dst, fd).map(I);
+    let port = i32::from(u16::from_le_bytes(11211u16.to_be_bytes()));
+    let mut ops = vec![
+        I(ldx_w(6, 1, 0)), // r6 = data
+        I(ldx_w(7, 1, 4)), // r7 = data_end
+        I(mov(2, 6)),
+        I(add_imm(2, 42)), // Ethernet 14 + IPv4 20 + UDP 8
+        J(jgt(2, 7, 0), "pass"),
+        I(ldx_w(2, 6, 12)), // EtherType and version/IHL
+        I(and_imm(2, 0x00ff_ffff)),
+        J(jne_imm(2, 0x0045_0008, 0), "pass"),
+        I(ldx_w(2, 6, 20)), // flags/fragment offset, TTL, protocol
+        I(and_imm(2, 0xff00_ff3f_u32 as i32)),
+        J(jne_imm(2, 0x1100_0000, 0), "pass"),
+        I(ldx_h(2, 6, 36)), // destination port, wire order
+        J(jne_imm(2, port, 0), "pass"),
+        I(ldx_h(2, 6, 26)), // the source's first two bytes: the row
+        I(be16(2)),
+        I(stx_w(10, 2, -4)),
+        I(mov(2, 10)),
+        I(add_imm(2, -4)),
+    ];
+    ops.extend(map(1, maps.rows));
+    ops.extend([
+        I(call(HELPER_MAP_LOOKUP_ELEM)),
+        J(jeq_imm(0, 0, 0), "pass"),
+        I(ldx_b(2, 6, 28)), // third byte: the slot
+        I(lsh_imm(2, 1)),
+        I(add(0, 2)),
+        I(ldx_h(8, 0, 0)),
+        J(jgt_imm(8, 255, 0), "chunk"),
+        J(jgt_imm(8, 33, 0), "pass"), // marked for the trie: not modelled
+        J(ja(0), "decide"),
+        L("chunk"),
+        I(add_imm(8, -256)),
+        I(stx_w(10, 8, -4)),
+        I(mov(2, 10)),
+        I(add_imm(2, -4)),
+    ]);
+    ops.extend(map(1, maps.chunks));
+    ops.extend([
+        I(call(HELPER_MAP_LOOKUP_ELEM)),
+        J(jeq_imm(0, 0, 0), "pass"),
+        I(ldx_b(2, 6, 29)), // last byte: the address's match
+        I(add(0, 2)),
+        I(ldx_b(8, 0, 0)),
+        L("decide"),
+        I(mov_imm(9, XDP_PASS as i32)),
+        I(mov_imm(2, 1)), // counter 1: allowlisted
+        J(jne_imm(8, 0, 0), "count"),
+        I(mov_imm(9, XDP_DROP as i32)),
+        I(mov_imm(2, 2)), // counter 2: dropped
+        L("count"),
+        I(stx_w(10, 2, -4)),
+        I(mov(2, 10)),
+        I(add_imm(2, -4)),
+    ]);
+    ops.extend(map(1, maps.counters));
+    ops.extend([
+        I(call(HELPER_MAP_LOOKUP_ELEM)),
+        J(jeq_imm(0, 0, 0), "return"),
+        I(ldx_dw(1, 0, 0)),
+        I(add_imm(1, 1)),
+        I(stx_dw(0, 1, 0)),
+        L("return"),
+        I(mov(0, 9)),
+        I(exit()),
+        L("pass"),
+        I(mov_imm(0, XDP_PASS as i32)),
+        I(exit()),
+    ]);
+    // Resolve labels: a jump's offset counts instructions after the jump.
+    let mut at = std::collections::HashMap::new();
+    let mut n = 0usize;
+    for op in &ops {
+        match op {
+            L(name) => {
+                at.insert(*name, n);
+            }
+            I(_) | J(..) => n += 1,
+        }
+    }
+    let mut out = Vec::with_capacity(n);
+    for op in ops {
+        match op {
+            I(i) => out.push(i),
+            J(mut i, label) => {
+                let off = at[label] as i64 - out.len() as i64 - 1;
+                i[2..4].copy_from_slice(&(off as i16).to_le_bytes());
+                out.push(i);
+            }
+            L(_) => {}
+        }
+    }
+    out
+}
+
+/// A per-CPU array of `entries` `u64` values.
+pub fn create_percpu_array(entries: u32) -> io::Result<OwnedFd> {
+    let mut a = Attr::new();
+    a.u32(0, BPF_MAP_TYPE_PERCPU_ARRAY)
+        .u32(4, 4)
+        .u32(8, 8)
+        .u32(12, entries);
+    a.call_fd(BPF_MAP_CREATE)
 }
 
 /// Loads an XDP program; the verifier's log is in the error when it refuses.

@@ -6,6 +6,7 @@ use std::os::fd::{AsFd as _, BorrowedFd};
 use anyhow::{Context as _, ensure};
 use aya::{
     Ebpf,
+    maps::{MapFd, MapInfo},
     programs::{TestRun as _, TestRunOptions},
 };
 use guard_common::{GuardConfig, Verdict, config::MEMCACHED_PORT};
@@ -118,6 +119,19 @@ impl Instance {
             "the frame was counted as {moved:?}, not {expect:?}"
         );
         Ok(())
+    }
+
+    /// A new fd of the program's map named `name` (as the kernel knows it: at most 15
+    /// characters).
+    pub fn map_fd(&mut self, name: &str) -> anyhow::Result<MapFd> {
+        let info = loader::program(&mut self.ebpf)?.info()?;
+        for id in info.map_ids()?.unwrap_or_default() {
+            let map = MapInfo::from_id(id)?;
+            if map.name_as_str() == Some(name) {
+                return Ok(map.fd()?);
+            }
+        }
+        anyhow::bail!("guard's program has no map named {name}")
     }
 
     /// Instruction counts and sizes of the loaded program.

@@ -10,7 +10,10 @@
 //!   duration then also holds the harness's per-call overhead (a clock read), so sweeps are
 //!   compared with the floor measured the same way.
 
-use std::{os::fd::AsFd as _, time::Instant};
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    time::Instant,
+};
 
 use anyhow::{Context as _, ensure};
 use guard_common::{Verdict, config::MEMCACHED_PORT, parse::ETH_P_8021Q};
@@ -159,6 +162,27 @@ const CALIBRATION_LABELS: [&str; 2] = [
     "calibration: the floor plus 128 independent ALU instructions",
 ];
 
+/// guard's paths that the reference ([`bpf::reference`]) is measured on, with 100,000
+/// prefixes, and their labels.
+const REFERENCE_PATHS: [(&str, &str); 2] = [
+    (
+        "dropped",
+        "reference, the least work of the targets (hand-assembled, see below): dropped, deepest miss in 100,000 prefixes",
+    ),
+    (
+        "allowlisted",
+        "reference: allowlisted (a /32 at full depth in 100,000 prefixes)",
+    ),
+];
+
+/// The XDP action guard returns for `verdict`.
+fn xdp_action(verdict: Verdict) -> u32 {
+    match verdict.action() {
+        guard_common::Action::Drop => XDP_DROP,
+        guard_common::Action::Pass => XDP_PASS,
+    }
+}
+
 /// IPv4 allowlist sizes of the table.
 pub const SIZES: [usize; 3] = [1, 1_000, 100_000];
 /// The pinned CPU.
@@ -231,12 +255,42 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
     }
     programs.insert("guard".into(), guards[0].facts()?);
 
+    // The reference: the least work of the targets, hand-assembled, reading the tables of the
+    // guard with the most prefixes. It must judge the measured frames as guard does.
+    let big = guards.last_mut().context("no guard loaded")?;
+    let rows_fd = big.map_fd(guard_common::maps::ALLOW_V4_ROWS)?;
+    let chunks_fd = big.map_fd(guard_common::maps::ALLOW_V4_CHUNKS)?;
+    let reference_counters = bpf::create_percpu_array(4).context("the reference's counters")?;
+    let reference = bpf::load_xdp(
+        "gb_reference",
+        &bpf::reference(bpf::ReferenceMaps {
+            rows: rows_fd.as_fd().as_raw_fd(),
+            chunks: chunks_fd.as_fd().as_raw_fd(),
+            counters: reference_counters.as_raw_fd(),
+        }),
+    )?;
+    let reference_paths: Vec<&Path> = REFERENCE_PATHS
+        .iter()
+        .map(|(id, _)| paths.iter().find(|p| p.id == *id).expect("a measured path"))
+        .collect();
+    for path in &reference_paths {
+        let r = bpf::test_run(reference.as_fd(), &path.frame, 1)?;
+        let want = xdp_action(path.expect);
+        ensure!(
+            r.retval == want,
+            "the reference returned {} for the {} frame, not {want}",
+            r.retval,
+            path.id
+        );
+    }
+
     // Repeated rows, interleaved: every round measures everything once.
     let cpu_start = sys::cpu_times()?;
     let own_start = sys::thread_cpu_ns();
     let mut floor_samples = Vec::new();
     let mut filter_samples = vec![Vec::new(); filters.len()];
     let mut ladder_samples = vec![Vec::new(); ladders.len()];
+    let mut reference_samples = vec![Vec::new(); reference_paths.len()];
     let mut samples = vec![vec![Vec::new(); paths.len()]; SIZES.len()];
     let mut walls = vec![vec![Vec::new(); paths.len()]; SIZES.len()];
     for round in 0..p.rounds {
@@ -254,6 +308,10 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
             );
             ladder_samples[i].push(f64::from(r.duration_ns));
         }
+        for (i, path) in reference_paths.iter().enumerate() {
+            let r = bpf::test_run(reference.as_fd(), &path.frame, p.repeat)?;
+            reference_samples[i].push(f64::from(r.duration_ns));
+        }
         for (i, (_, _, fd)) in filters.iter().enumerate() {
             let r = bpf::test_run(fd.as_fd(), &dropped_frame, p.repeat)?;
             ensure!(r.retval == XDP_DROP, "xdp-filter returned {}", r.retval);
@@ -265,10 +323,7 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
                 let t = Instant::now();
                 let (ret, ns) = g.run(&path.frame, p.repeat)?;
                 let wall = t.elapsed().as_nanos() as f64 / f64::from(p.repeat);
-                let want = match path.expect.action() {
-                    guard_common::Action::Drop => XDP_DROP,
-                    guard_common::Action::Pass => XDP_PASS,
-                };
+                let want = xdp_action(path.expect);
                 ensure!(ret == want, "{}: guard returned {ret}, not {want}", path.id);
                 samples[s][k].push(f64::from(ns));
                 walls[s][k].push(wall);
@@ -289,6 +344,17 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
             None,
             floor_ns,
             format!("{n} ALU instructions"),
+        ));
+    }
+    for (i, (_, label)) in REFERENCE_PATHS.iter().enumerate() {
+        rows.push(row(
+            "reference",
+            label,
+            None,
+            &reference_samples[i],
+            None,
+            floor_ns,
+            String::new(),
         ));
     }
     for (i, (label, name, _)) in filters.iter().enumerate() {
