@@ -84,7 +84,24 @@ where
     L: Lists + ?Sized,
     B: Buckets + ?Sized,
 {
-    judge(pkt, config, lists, buckets)
+    match fast_path(pkt, config, lists) {
+        Fast::Decided(verdict, frame) => Decision {
+            verdict,
+            action: verdict.action(),
+            source: match verdict {
+                Verdict::NotProtected => None,
+                _ => Some(Source::V4(&frame.ip.saddr)),
+            },
+        },
+        Fast::Protected(frame) => judge_port(
+            frame.udp.dest,
+            Source::V4(&frame.ip.saddr),
+            config,
+            lists,
+            buckets,
+        ),
+        Fast::Other => judge_any(pkt, config, lists, buckets),
+    }
 }
 
 /// A decision about a frame that was not judged (no protected datagram in it).
@@ -93,33 +110,57 @@ fn unjudged<'a>(verdict: Verdict, config: &GuardConfig) -> Decision<'a> {
     Decision::new(verdict, None, config)
 }
 
-/// The decision: a [`PlainUdp4`] frame that is not a fragment through the fast path, any other
-/// frame header by header ([`judge_any`]). Both decide alike (tested below).
+/// What the fast path ([`fast_path`]) made of a frame.
+#[derive(Clone, Copy)]
+pub enum Fast<'a> {
+    /// Decided, as [`judge_any`] would: the verdict (before dry-run, which this verdict is
+    /// never subject to), and the frame's headers. A judged datagram's source is
+    /// `headers.ip.saddr`.
+    Decided(Verdict, &'a PlainUdp4),
+    /// UDP to a protected port in a plain IPv4 frame that is not a fragment, for
+    /// [`judge_port`]: the denylist, dry-run or the rate-limit policy is in force.
+    Protected(&'a PlainUdp4),
+    /// Any other frame, for [`judge_any`].
+    Other,
+}
+
+/// The fast path, for the most common frames: a [`PlainUdp4`] frame that is not a fragment,
+/// parsed with one bounds check. It decides other protocols and ports that are not protected,
+/// and, when the allowlist alone decides ([`GuardConfig::allowlist_only`]), UDP to a protected
+/// port: one allowlist lookup. [`classify`] finishes what it leaves; both decide alike (tested
+/// below). The XDP program runs the same three steps, so that it keeps no source at hand on
+/// the fast path and reads it from the headers only for the drops it samples.
 #[inline(always)]
-fn judge<'a, P, L, B>(pkt: &'a P, config: &GuardConfig, lists: &L, buckets: &B) -> Decision<'a>
+pub fn fast_path<'a, P, L>(pkt: &'a P, config: &GuardConfig, lists: &L) -> Fast<'a>
 where
     P: Packet + ?Sized,
     L: Lists + ?Sized,
-    B: Buckets + ?Sized,
 {
-    if let Some(frame) = pkt.header::<PlainUdp4>(0)
-        && frame.eth.ethertype == ETH_P_IP.to_be_bytes()
-        && frame.ip.version_ihl == 0x45
-    {
-        if frame.ip.protocol != IPPROTO_UDP {
-            return unjudged(Verdict::NotProtected, config);
-        }
-        if u16::from_le_bytes(frame.ip.frag_off) & FRAGMENT_BITS_LE == 0 {
-            return judge_port(
-                frame.udp.dest,
-                Source::V4(&frame.ip.saddr),
-                config,
-                lists,
-                buckets,
-            );
-        }
+    let Some(frame) = pkt.header::<PlainUdp4>(0) else {
+        return Fast::Other;
+    };
+    if frame.eth.ethertype != ETH_P_IP.to_be_bytes() || frame.ip.version_ihl != 0x45 {
+        return Fast::Other;
     }
-    judge_any(pkt, config, lists, buckets)
+    if frame.ip.protocol != IPPROTO_UDP {
+        return Fast::Decided(Verdict::NotProtected, frame);
+    }
+    if u16::from_le_bytes(frame.ip.frag_off) & FRAGMENT_BITS_LE != 0 {
+        return Fast::Other;
+    }
+    if !config.protects_wire(frame.udp.dest) {
+        return Fast::Decided(Verdict::NotProtected, frame);
+    }
+    if !config.allowlist_only() {
+        return Fast::Protected(frame);
+    }
+    // No denylist, no dry-run, the drop policy: what `judge_port` decides then.
+    let verdict = if lists.allow_v4(&frame.ip.saddr) != 0 {
+        Verdict::Allowlisted
+    } else {
+        Verdict::DroppedNotAllowlisted
+    };
+    Fast::Decided(verdict, frame)
 }
 
 /// The bits of an IPv4 header's flags-and-offset field, read as a little-endian `u16` (so one
@@ -214,7 +255,7 @@ fn udp_gate(net: &Network<'_>, cursor: usize) -> Option<Verdict> {
 /// Judges a whole (or first-fragment) UDP datagram to the port whose header bytes are `dest`,
 /// from `source`.
 #[inline(always)]
-fn judge_port<'a, L, B>(
+pub fn judge_port<'a, L, B>(
     dest: [u8; 2],
     source: Source<'a>,
     config: &GuardConfig,
@@ -343,7 +384,7 @@ mod tests {
         }
     }
 
-    fn configs() -> [GuardConfig; 3] {
+    fn configs() -> [GuardConfig; 4] {
         let mut drop = GuardConfig::EMPTY;
         drop.protect(MEMCACHED_PORT);
         drop.protect(53);
@@ -355,13 +396,15 @@ mod tests {
         rate.rate.source = RateSpec::new(1_000_000, 1_000_000).unwrap();
         let mut no_deny = drop;
         no_deny.set_has_deny(false);
-        [drop, rate, no_deny]
+        let mut dry_run = no_deny;
+        dry_run.set_dry_run(true);
+        [drop, rate, no_deny, dry_run]
     }
 
     fn agree(frame: &[u8], seen: &mut [bool; 16]) {
         for config in configs() {
             for admit in [true, false] {
-                let fast = judge(frame, &config, &FixedLists, &FixedBuckets(admit));
+                let fast = classify(frame, &config, &FixedLists, &FixedBuckets(admit));
                 let slow = judge_any(frame, &config, &FixedLists, &FixedBuckets(admit));
                 assert_eq!(fast, slow, "frame {frame:02x?}");
                 seen[fast.verdict.slot() as usize] = true;
@@ -408,7 +451,7 @@ mod tests {
         }
         let missing: [Verdict; 0] = [];
         for v in Verdict::ALL {
-            let expected = !matches!(v, Verdict::WouldDrop | Verdict::DroppedMalformed);
+            let expected = v != Verdict::DroppedMalformed;
             assert_eq!(
                 seen[v.slot() as usize],
                 expected,

@@ -63,6 +63,11 @@ pub const fn port_index(wire: [u8; 2]) -> usize {
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for GuardConfig {}
 
+// `allowlist_only` reads `flags` and `policy` as one aligned `u64`.
+const _: () = assert!(core::mem::offset_of!(GuardConfig, flags) == 0);
+const _: () = assert!(core::mem::offset_of!(GuardConfig, policy) == 4);
+const _: () = assert!(core::mem::align_of::<GuardConfig>() >= 8);
+
 impl Default for GuardConfig {
     fn default() -> Self {
         Self::EMPTY
@@ -135,6 +140,18 @@ impl GuardConfig {
     #[inline(always)]
     pub fn has_deny(&self) -> bool {
         self.flags & FLAG_HAS_DENY != 0
+    }
+
+    /// Is every datagram judged by the allowlist alone: no denylist entries, no dry-run, the
+    /// drop policy (and no other flag)? Then the classifier takes its shortest path.
+    #[inline(always)]
+    pub fn allowlist_only(&self) -> bool {
+        // `flags` and `policy` are the first 8 bytes, both 0 then: one 64-bit load and one
+        // test on the hot path instead of two loads, an OR and a zero extension.
+        // SAFETY: `GuardConfig` is `repr(C)`, 8-byte aligned, and starts with these two `u32`
+        // fields (asserted below); any 8 bytes are a valid `u64`.
+        let head = unsafe { core::ptr::read((self as *const Self).cast::<u64>()) };
+        head == 0
     }
 
     /// Records whether the denylist has entries.

@@ -39,6 +39,9 @@ impl Packet for Frame {
         if at + core::mem::size_of::<H>() > self.end {
             return None;
         }
+        // SAFETY: a frame's bytes are kernel memory, never at address 0. Said so, the compiler
+        // drops the null test it would otherwise make of the `Option<&H>` below.
+        unsafe { core::hint::assert_unchecked(at != 0) };
         // SAFETY: [at, at + size_of::<H>()) lies inside the frame, checked just above; a
         // `Header` has alignment 1 and accepts any bytes; the frame outlives the program run.
         Some(unsafe { &*(at as *const H) })

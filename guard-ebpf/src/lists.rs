@@ -106,7 +106,8 @@ fn lookup_v4(
         .get(row)
         .map_or(slot::TRIE, |r| r.slots[usize::from(addr[2])]);
     if slot >= slot::CHUNK_BASE {
-        if let Some(chunk) = chunks.get(u32::from(slot - slot::CHUNK_BASE)) {
+        // In 32 bits: no mask back to 16 after the subtraction (`slot` is at least the base).
+        if let Some(chunk) = chunks.get(u32::from(slot) - u32::from(slot::CHUNK_BASE)) {
             return Match::from(chunk.matches[usize::from(addr[3])]);
         }
     } else if slot <= slot::MAX_MATCH {

@@ -1,8 +1,9 @@
 //! guard's XDP program: drops or rate-limits UDP to protected ports (memcached's 11211 by
 //! default) from sources that are not allowlisted, and counts every verdict.
 //!
-//! The decision itself is `guard_common::classify`, shared with the host tests; this file only
-//! binds it to the kernel: packet access, map lookups and counters.
+//! The decision itself is guard_common's classifier, shared with the host tests: the steps of
+//! `classify` (its fast path, then `judge_port` or `judge_any` for what the fast path leaves). This file only binds it to the kernel: packet access, map
+//! lookups and counters.
 #![no_std]
 #![no_main]
 // Atomic compare-and-swap and fetch-add: the BPF target's core has no atomic types with them.
@@ -16,14 +17,15 @@ mod ratelimit;
 mod top;
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{xdp_action, xdp_md},
     macros::{map, xdp},
     maps::{HashMap, PerCpuArray},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use guard_common::{
-    Action, GuardConfig, Packet as _, Verdict, classify,
+    Action, GuardConfig, Packet as _, Verdict,
+    classify::{Fast, fast_path, judge_any, judge_port},
     maps::{ATTACHMENTS_MAX, Attachment},
     parse::Source,
     verdict::{COUNTER_ENTRIES, Counter, counter_index},
@@ -47,53 +49,93 @@ static GUARD_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(COUN
 #[map]
 static GUARD_IFACES: HashMap<u32, Attachment> = HashMap::with_max_entries(ATTACHMENTS_MAX, 0);
 
-/// The XDP entry point.
+/// The XDP entry point: `classify`'s three steps (see `fast_path`), each finished inline.
 #[xdp]
 pub fn guard(ctx: XdpContext) -> u32 {
     let frame = Frame::new(&ctx);
-    let bytes = frame.len() as u64;
-    let ifindex = ctx.ingress_ifindex() as u32;
-    // SAFETY: only read here; user space's updates are whole-value copies, as they are for
-    // any array map the program reads.
-    let config: &GuardConfig = unsafe { &*core::ptr::addr_of!(GUARD_CONFIG) };
-    let decision = classify(&frame, config, &MapLists, &MapBuckets::new(ifindex));
-    let seen = count(ifindex, decision.verdict, bytes);
-    // Cheapest and rarest first: 1 in `top_sample` frames of a verdict get past the mask.
-    // (The mask in 64 bits: no zero extension; `top_sample` 0 gives all ones, then the test
-    // below.)
-    if seen & u64::from(config.top_sample).wrapping_sub(1) == 0
-        && config.top_sample != 0
-        && is_drop(decision.verdict)
-        && let Some(source) = decision.source
-    {
-        top::record(
-            &source,
-            decision.verdict,
-            bytes,
-            u64::from(config.top_sample),
-        );
-        // Sampled like top talkers, so that even a flood logs at most 1 in N drops. Off unless
-        // the program was loaded at debug level (AYA_LOG_LEVEL, set by user space at load).
-        match source {
-            Source::V4(addr) => debug!(
-                &ctx,
-                "{} from {:i} (1 in {} drops logged)",
-                decision.verdict.name(),
-                u32::from_be_bytes(*addr),
-                config.top_sample
-            ),
-            Source::V6(addr) => debug!(
-                &ctx,
-                "{} from {:i} (1 in {} drops logged)",
-                decision.verdict.name(),
-                *addr,
-                config.top_sample
-            ),
+    match fast_path(&frame, config(), &MapLists) {
+        Fast::Decided(verdict, headers) => finish(&ctx, &frame, verdict, || {
+            Some(Source::V4(&headers.ip.saddr))
+        }),
+        Fast::Protected(headers) => {
+            let source = Source::V4(&headers.ip.saddr);
+            let decision = judge_port(
+                headers.udp.dest,
+                source,
+                config(),
+                &MapLists,
+                &MapBuckets::new(ctx.ingress_ifindex() as u32),
+            );
+            finish(&ctx, &frame, decision.verdict, || Some(source))
+        }
+        Fast::Other => {
+            let buckets = MapBuckets::new(ctx.ingress_ifindex() as u32);
+            let decision = judge_any(&frame, config(), &MapLists, &buckets);
+            finish(&ctx, &frame, decision.verdict, || decision.source)
         }
     }
-    match decision.action {
+}
+
+/// The configuration.
+#[inline(always)]
+fn config() -> &'static GuardConfig {
+    // SAFETY: only read here; user space's updates are whole-value copies, as they are for
+    // any array map the program reads.
+    unsafe { &*core::ptr::addr_of!(GUARD_CONFIG) }
+}
+
+/// Counts the verdict, samples the source of a drop for top talkers, and returns the verdict's
+/// action. `source` gives the source of a judged datagram; it is called only for the drops
+/// that are sampled, so that the hot path keeps no source at hand.
+#[inline(always)]
+fn finish<'a>(
+    ctx: &XdpContext,
+    frame: &Frame,
+    verdict: Verdict,
+    source: impl FnOnce() -> Option<Source<'a>>,
+) -> u32 {
+    let config = config();
+    let bytes = frame.len() as u64;
+    let seen = count(ctx.ingress_ifindex() as u32, verdict, bytes);
+    // 1 in `top_sample` frames of a verdict get past the mask. `top_sample` 0 (recording
+    // off) gives a mask of all ones, which no count gets past: counts start at 1. (The mask in
+    // 64 bits: no zero extension.)
+    if core::intrinsics::unlikely(seen & u64::from(config.top_sample).wrapping_sub(1) == 0)
+        && is_drop(verdict)
+        && let Some(source) = source()
+    {
+        sample(ctx.ctx, verdict, &source, bytes);
+    }
+    match verdict.action() {
         Action::Pass => xdp_action::XDP_PASS,
         Action::Drop => xdp_action::XDP_DROP,
+    }
+}
+
+/// Records a sampled drop in top talkers, and logs it: sampled like top talkers, so that even a
+/// flood logs at most 1 in N drops (logging is off unless the program was loaded at debug
+/// level: AYA_LOG_LEVEL, set by user space at load). A subprogram: its code and registers stay
+/// out of the hot path, and one copy serves both callers of [`finish`].
+#[inline(never)]
+fn sample(raw: *mut xdp_md, verdict: Verdict, source: &Source<'_>, bytes: u64) {
+    let top_sample = config().top_sample;
+    top::record(source, verdict, bytes, u64::from(top_sample));
+    let ctx = XdpContext::new(raw);
+    match source {
+        Source::V4(addr) => debug!(
+            &ctx,
+            "{} from {:i} (1 in {} drops logged)",
+            verdict.name(),
+            u32::from_be_bytes(**addr),
+            top_sample
+        ),
+        Source::V6(addr) => debug!(
+            &ctx,
+            "{} from {:i} (1 in {} drops logged)",
+            verdict.name(),
+            **addr,
+            top_sample
+        ),
     }
 }
 
@@ -109,7 +151,7 @@ fn is_drop(verdict: Verdict) -> bool {
     )
 }
 
-/// Counts a frame; returns this CPU's packet count of the verdict so far.
+/// Counts a frame; returns this CPU's packet count of the verdict so far, which is never 0.
 #[inline(always)]
 fn count(ifindex: u32, verdict: Verdict, bytes: u64) -> u64 {
     match GUARD_COUNTERS.get_ptr_mut(counter_index(ifindex, verdict.slot())) {
@@ -119,7 +161,8 @@ fn count(ifindex: u32, verdict: Verdict, bytes: u64) -> u64 {
             (*counter).bytes += bytes;
             (*counter).packets
         },
-        None => 0,
+        // Never: the index is below the map's size.
+        None => 1,
     }
 }
 
