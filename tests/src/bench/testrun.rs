@@ -121,7 +121,7 @@ fn paths(lists: &Lists) -> Vec<Path> {
         },
         Path {
             id: "not_ip",
-            label: "not protected: an ARP frame, passes (the fixed cost: config, Ethernet, counter)",
+            label: "not protected: an ARP frame, passes (not plain IPv4: the header-by-header parse)",
             policy: Policy::Drop,
             frame: [ethernet(&[], 0x0806).as_slice(), &[0u8; 28]].concat(),
             expect: Verdict::NotProtected,
