@@ -50,9 +50,9 @@ pub struct Decision<'a> {
 impl<'a> Decision<'a> {
     /// The decision for `verdict` (before dry-run) about a datagram from `source`.
     ///
-    /// Every path of the classifier ends here with its own constant verdict, so the compiler
-    /// folds the dry-run test into the paths that drop and leaves each path's action a
-    /// constant: the program returns it without mapping the verdict at run time.
+    /// Every path of [`judge_any`] and [`judge_port`] ends here with its own constant
+    /// verdict, so the compiler folds the dry-run test into the paths that drop. (The fast
+    /// path's verdicts are never subject to dry-run: it builds its decisions itself.)
     #[inline(always)]
     fn new(verdict: Verdict, source: Option<Source<'a>>, config: &GuardConfig) -> Self {
         let verdict = verdict.dry_run(config.dry_run());
@@ -72,6 +72,10 @@ impl<'a> Decision<'a> {
 /// Everything else passes untouched. Non-first fragments pass, tiny first fragments and
 /// over-long IPv6 extension chains are dropped, truncated or invalid headers pass as malformed
 /// (the kernel discards them). Under dry-run, drops become [`Verdict::WouldDrop`].
+///
+/// Three steps: [`fast_path`] for plain IPv4 frames, then [`judge_port`] for the protected
+/// datagrams it leaves (denylist, dry-run or rate limits in force) and [`judge_any`] for every
+/// other frame. The XDP program runs the same steps.
 #[inline(always)]
 pub fn classify<'a, P, L, B>(
     pkt: &'a P,
@@ -127,7 +131,7 @@ pub enum Fast<'a> {
 /// The fast path, for the most common frames: a [`PlainUdp4`] frame that is not a fragment,
 /// parsed with one bounds check. It decides other protocols and ports that are not protected,
 /// and, when the allowlist alone decides ([`GuardConfig::allowlist_only`]), UDP to a protected
-/// port: one allowlist lookup. [`classify`] finishes what it leaves; both decide alike (tested
+/// port: one allowlist lookup. [`classify()`] finishes what it leaves; both decide alike (tested
 /// below). The XDP program runs the same three steps, so that it keeps no source at hand on
 /// the fast path and reads it from the headers only for the drops it samples.
 #[inline(always)]

@@ -2,7 +2,7 @@
 //!
 //! Each parser reads its header at a cursor (a byte offset from the start of the frame),
 //! advances the cursor past it and returns what comes next. Every read goes through
-//! [`Packet::read`], which is bounds-checked; no enum is ever read straight from packet bytes.
+//! [`Packet::header`], which is bounds-checked; no enum is ever read straight from packet bytes.
 //! A parser that cannot go on returns `Err(verdict)`: the frame's final verdict.
 
 use crate::verdict::Verdict;
