@@ -7,7 +7,7 @@ use crate::{
         Source, UdpHdr, parse_ethernet, parse_ipv4, parse_ipv6, parse_udp,
     },
     ratelimit::{Buckets, admit},
-    verdict::{Action, Verdict},
+    verdict::Verdict,
 };
 
 /// The result of a list lookup: 0 when no prefix holds the address, else the longest
@@ -41,8 +41,6 @@ pub trait Lists {
 pub struct Decision<'a> {
     /// The verdict (after dry-run).
     pub verdict: Verdict,
-    /// What to do with the frame: the verdict's action.
-    pub action: Action,
     /// The source of a judged datagram to a protected port (in the frame).
     pub source: Option<Source<'a>>,
 }
@@ -55,10 +53,8 @@ impl<'a> Decision<'a> {
     /// path's verdicts are never subject to dry-run: it builds its decisions itself.)
     #[inline(always)]
     fn new(verdict: Verdict, source: Option<Source<'a>>, config: &GuardConfig) -> Self {
-        let verdict = verdict.dry_run(config.dry_run());
         Decision {
-            verdict,
-            action: verdict.action(),
+            verdict: verdict.dry_run(config.dry_run()),
             source,
         }
     }
@@ -91,7 +87,6 @@ where
     match fast_path(pkt, config, lists) {
         Fast::Decided(verdict, frame) => Decision {
             verdict,
-            action: verdict.action(),
             source: match verdict {
                 Verdict::NotProtected => None,
                 _ => Some(Source::V4(&frame.ip.saddr)),

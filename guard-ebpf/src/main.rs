@@ -2,8 +2,8 @@
 //! default) from sources that are not allowlisted, and counts every verdict.
 //!
 //! The decision itself is guard_common's classifier, shared with the host tests: the steps of
-//! `classify` (its fast path, then `judge_port` or `judge_any` for what the fast path leaves). This file only binds it to the kernel: packet access, map
-//! lookups and counters.
+//! `classify` (its fast path, then `judge_port` or `judge_any` for what the fast path leaves).
+//! This file only binds it to the kernel: packet access, map lookups and counters.
 #![no_std]
 #![no_main]
 // Atomic compare-and-swap and fetch-add: the BPF target's core has no atomic types with them.
