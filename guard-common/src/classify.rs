@@ -127,8 +127,8 @@ pub enum Fast<'a> {
 /// parsed with one bounds check. It decides other protocols and ports that are not protected,
 /// and, when the allowlist alone decides ([`GuardConfig::allowlist_only`]), UDP to a protected
 /// port: one allowlist lookup. [`classify()`] finishes what it leaves; both decide alike (tested
-/// below). The XDP program runs the same three steps, so that it keeps no source at hand on
-/// the fast path and reads it from the headers only for the drops it samples.
+/// below). The XDP program runs the same three steps and carries only the verdict on; for the
+/// drops it samples it reads the source again ([`crate::parse::source`]).
 #[inline(always)]
 pub fn fast_path<'a, P, L>(pkt: &'a P, config: &GuardConfig, lists: &L) -> Fast<'a>
 where
@@ -407,6 +407,10 @@ mod tests {
                 let slow = judge_any(frame, &config, &FixedLists, &FixedBuckets(admit));
                 assert_eq!(fast, slow, "frame {frame:02x?}");
                 seen[fast.verdict.slot() as usize] = true;
+                // A judged datagram's source reads again from the frame alone.
+                if fast.source.is_some() {
+                    assert_eq!(crate::parse::source(frame), fast.source, "{frame:02x?}");
+                }
             }
         }
     }

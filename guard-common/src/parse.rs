@@ -291,6 +291,24 @@ pub fn parse_ipv4<'a, P: Packet + ?Sized>(
     })
 }
 
+/// The source address of an IP frame (Ethernet, up to [`MAX_VLAN_TAGS`] VLAN tags, then an
+/// IPv4 or IPv6 header): the address [`crate::classify()`] judges a datagram of the frame by.
+/// Reading it needs no more than the IP header, so that a caller that did not keep the source
+/// (the XDP program, which samples 1 drop in N for top talkers) can read it again.
+#[inline(always)]
+pub fn source<P: Packet + ?Sized>(pkt: &P) -> Option<Source<'_>> {
+    let mut cursor = 0;
+    match parse_ethernet(pkt, &mut cursor).ok()? {
+        ETH_P_IP => pkt
+            .header::<Ipv4Hdr>(cursor)
+            .map(|ip| Source::V4(&ip.saddr)),
+        ETH_P_IPV6 => pkt
+            .header::<Ipv6Hdr>(cursor)
+            .map(|ip| Source::V6(&ip.saddr)),
+        _ => None,
+    }
+}
+
 /// Parses an IPv6 header and walks up to [`MAX_EXT_HEADERS`] extension headers (hop-by-hop,
 /// routing, destination options, fragment, authentication) to the upper-layer header.
 #[inline(always)]

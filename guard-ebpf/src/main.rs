@@ -27,7 +27,7 @@ use guard_common::{
     Action, GuardConfig, Packet as _, Verdict,
     classify::{Fast, fast_path, judge_any, judge_port},
     maps::{ATTACHMENTS_MAX, Attachment},
-    parse::Source,
+    parse::{self, Source},
     verdict::{COUNTER_ENTRIES, Counter, counter_index},
 };
 
@@ -53,27 +53,19 @@ static GUARD_IFACES: HashMap<u32, Attachment> = HashMap::with_max_entries(ATTACH
 #[xdp]
 pub fn guard(ctx: XdpContext) -> u32 {
     let frame = Frame::new(&ctx);
-    match fast_path(&frame, config(), &MapLists) {
-        Fast::Decided(verdict, headers) => finish(&ctx, &frame, verdict, || {
-            Some(Source::V4(&headers.ip.saddr))
-        }),
+    let verdict = match fast_path(&frame, config(), &MapLists) {
+        Fast::Decided(verdict, _) => verdict,
         Fast::Protected(headers) => {
+            let buckets = MapBuckets::new(ctx.ingress_ifindex() as u32);
             let source = Source::V4(&headers.ip.saddr);
-            let decision = judge_port(
-                headers.udp.dest,
-                source,
-                config(),
-                &MapLists,
-                &MapBuckets::new(ctx.ingress_ifindex() as u32),
-            );
-            finish(&ctx, &frame, decision.verdict, || Some(source))
+            judge_port(headers.udp.dest, source, config(), &MapLists, &buckets).verdict
         }
         Fast::Other => {
             let buckets = MapBuckets::new(ctx.ingress_ifindex() as u32);
-            let decision = judge_any(&frame, config(), &MapLists, &buckets);
-            finish(&ctx, &frame, decision.verdict, || decision.source)
+            judge_any(&frame, config(), &MapLists, &buckets).verdict
         }
-    }
+    };
+    finish(&ctx, &frame, verdict)
 }
 
 /// The configuration.
@@ -84,27 +76,19 @@ fn config() -> &'static GuardConfig {
     unsafe { &*core::ptr::addr_of!(GUARD_CONFIG) }
 }
 
-/// Counts the verdict, samples the source of a drop for top talkers, and returns the verdict's
-/// action. `source` gives the source of a judged datagram; it is called only for the drops
-/// that are sampled, so that the hot path keeps no source at hand.
+/// Counts the verdict, samples drops for top talkers, and returns the verdict's action. The
+/// hot path keeps no source at hand: a sampled drop reads it again from the frame.
 #[inline(always)]
-fn finish<'a>(
-    ctx: &XdpContext,
-    frame: &Frame,
-    verdict: Verdict,
-    source: impl FnOnce() -> Option<Source<'a>>,
-) -> u32 {
-    let config = config();
+fn finish(ctx: &XdpContext, frame: &Frame, verdict: Verdict) -> u32 {
     let bytes = frame.len() as u64;
     let seen = count(ctx.ingress_ifindex() as u32, verdict, bytes);
     // 1 in `top_sample` frames of a verdict get past the mask. `top_sample` 0 (recording
     // off) gives a mask of all ones, which no count gets past: counts start at 1. (The mask in
     // 64 bits: no zero extension.)
-    if core::intrinsics::unlikely(seen & u64::from(config.top_sample).wrapping_sub(1) == 0)
+    if core::intrinsics::unlikely(seen & u64::from(config().top_sample).wrapping_sub(1) == 0)
         && is_drop(verdict)
-        && let Some(source) = source()
     {
-        sample(ctx.ctx, verdict, &source, bytes);
+        sample(ctx.ctx, verdict, bytes);
     }
     match verdict.action() {
         Action::Pass => xdp_action::XDP_PASS,
@@ -114,26 +98,33 @@ fn finish<'a>(
 
 /// Records a sampled drop in top talkers, and logs it: sampled like top talkers, so that even a
 /// flood logs at most 1 in N drops (logging is off unless the program was loaded at debug
-/// level: AYA_LOG_LEVEL, set by user space at load). A subprogram: its code and registers stay
-/// out of the hot path, and one copy serves both callers of [`finish`].
+/// level: AYA_LOG_LEVEL, set by user space at load). The source is read again from the frame
+/// (`parse::source`: every drop is of a judged datagram, whose source is its IP header's). A
+/// subprogram: its code and registers stay out of the hot path.
 #[inline(never)]
-fn sample(raw: *mut xdp_md, verdict: Verdict, source: &Source<'_>, bytes: u64) {
+fn sample(raw: *mut xdp_md, verdict: Verdict, bytes: u64) {
+    // Opaque, so that the compiler passes the context, not the frame's bounds read from it:
+    // the verifier knows those only as loads from the context.
+    let ctx = XdpContext::new(core::hint::black_box(raw));
+    let frame = Frame::new(&ctx);
+    let Some(source) = parse::source(&frame) else {
+        return;
+    };
     let top_sample = config().top_sample;
-    top::record(source, verdict, bytes, u64::from(top_sample));
-    let ctx = XdpContext::new(raw);
+    top::record(&source, verdict, bytes, u64::from(top_sample));
     match source {
         Source::V4(addr) => debug!(
             &ctx,
             "{} from {:i} (1 in {} drops logged)",
             verdict.name(),
-            u32::from_be_bytes(**addr),
+            u32::from_be_bytes(*addr),
             top_sample
         ),
         Source::V6(addr) => debug!(
             &ctx,
             "{} from {:i} (1 in {} drops logged)",
             verdict.name(),
-            **addr,
+            *addr,
             top_sample
         ),
     }

@@ -7,11 +7,15 @@
 use guard_common::{
     GuardConfig, Verdict,
     config::{MEMCACHED_PORT, POLICY_RATE_LIMIT},
+    parse::ETH_P_8021Q,
     ratelimit::RateSpec,
 };
 use guard_tests::{
     kernel::{Loaded, test_run_totals},
-    packets::{HostBuckets, HostLists, V4, host_verdict, table_config, v4_probe},
+    packets::{
+        HostBuckets, HostLists, V4, V6_OTHER, dstopts_chain, host_verdict, table_config, v4_probe,
+        v6_probe,
+    },
     privilege::require_privileges,
 };
 use guard_user::{loader::MapSizes, top};
@@ -169,6 +173,48 @@ fn top_talkers_count_drops_per_source() {
     assert_eq!(talkers[0].verdict, "dropped");
     assert_eq!(talkers[1].source.to_string(), "198.51.100.4");
     assert_eq!(talkers[1].packets, 3);
+}
+
+#[test]
+fn top_talkers_read_the_source_of_every_kind_of_frame() {
+    if !require_privileges("top_talkers_read_the_source_of_every_kind_of_frame") {
+        return;
+    }
+    // The XDP program reads a sampled drop's source again from the frame: plain IPv4, VLAN
+    // tags, IPv4 options, IPv6 with extension headers.
+    let mut config = table_config();
+    config.top_sample = 1;
+    let tagged = V4::from([203, 0, 113, 21]);
+    let mut options = V4::from([203, 0, 113, 22]);
+    options.ihl = 6;
+    let (first, exts) = dstopts_chain(2);
+    let frames = vec![
+        probe([203, 0, 113, 20]),
+        v4_probe(&[ETH_P_8021Q, ETH_P_8021Q], tagged, MEMCACHED_PORT),
+        v4_probe(&[], options, MEMCACHED_PORT),
+        v6_probe(V6_OTHER, first, &exts, MEMCACHED_PORT),
+    ];
+    let (k, verdicts) = both(&config, &[], &frames);
+    assert!(
+        verdicts
+            .iter()
+            .all(|v| *v == Verdict::DroppedNotAllowlisted),
+        "{verdicts:?}"
+    );
+    let mut sources: Vec<String> = top::top(&k.maps, 10)
+        .unwrap()
+        .iter()
+        .map(|t| t.source.to_string())
+        .collect();
+    sources.sort();
+    let mut expected = vec![
+        "203.0.113.20".to_string(),
+        "203.0.113.21".to_string(),
+        "203.0.113.22".to_string(),
+        std::net::Ipv6Addr::from(V6_OTHER).to_string(),
+    ];
+    expected.sort();
+    assert_eq!(sources, expected);
 }
 
 #[test]
