@@ -31,18 +31,24 @@ pub enum Policy {
     /// Rate-limit them with guard's default limits (10/20 per source, 100/200 per /24,
     /// 1000/2000 global).
     RateLimit,
+    /// Drop them, and record every drop in top talkers (`--top-sample 1`): what one record
+    /// costs.
+    DropRecordEvery,
 }
 
-/// The configuration `guard attach` writes (port 11211, top talkers sampled 1 in 64), with
+/// The configuration `guard attach` writes (port 11211, top talkers sampled 1 in 1,024), with
 /// `policy`.
 pub fn config(policy: Policy) -> anyhow::Result<GuardConfig> {
     let mut c = GuardConfig::EMPTY;
     c.protect(MEMCACHED_PORT);
     c.top_sample = guard_common::config::DEFAULT_TOP_SAMPLE;
     let kind = match policy {
-        Policy::Drop => PolicyKind::Drop,
+        Policy::Drop | Policy::DropRecordEvery => PolicyKind::Drop,
         Policy::RateLimit => PolicyKind::RateLimit,
     };
+    if policy == Policy::DropRecordEvery {
+        c.top_sample = 1;
+    }
     policy::apply(&mut c, kind, &RateArgs::default())?;
     Ok(c)
 }

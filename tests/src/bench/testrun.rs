@@ -99,6 +99,13 @@ fn paths(lists: &Lists) -> Vec<Path> {
             expect: Verdict::DroppedNotAllowlisted,
         },
         Path {
+            id: "dropped_recorded",
+            label: "dropped (deepest miss), every drop recorded in top talkers (--top-sample 1): a record's cost",
+            policy: Policy::DropRecordEvery,
+            frame: v4_probe(&[], miss, MEMCACHED_PORT),
+            expect: Verdict::DroppedNotAllowlisted,
+        },
+        Path {
             id: "dropped_shallow",
             label: "dropped: not allowlisted, from 100.64.0.0/10 where no prefix is (one table lookup)",
             policy: Policy::Drop,
