@@ -129,7 +129,7 @@ pub fn targets(
             |v| format!("{v:.2}x ({:.0} ns vs {floor:.0} ns)", v * floor),
             |v| {
                 format!(
-                    "missed by {:.0}%: {:.0} ns over the {:.0} ns budget",
+                    "missed by {:.0}%: {:.2} ns over the {:.2} ns budget",
                     (v / 1.25 - 1.0) * 100.0,
                     v * floor - 1.25 * floor,
                     1.25 * floor
