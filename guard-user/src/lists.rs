@@ -4,7 +4,7 @@
 //! This module is the only user-space code that knows how prefixes are stored; callers deal
 //! in [`List`]s and [`IpNet`]s. Each list keeps its prefixes in one LPM trie per family: the
 //! set of record (listing, sizes, capacity) and the IPv6 lookup. IPv4 sources are looked up
-//! in direct tables computed from the prefixes, maintained by the [`direct`] submodule.
+//! in direct tables computed from the prefixes, maintained by the `direct` submodule.
 
 mod direct;
 
