@@ -147,14 +147,19 @@ fn dry_run_passes_limited_datagrams_as_would_drop() {
     assert_eq!(count(&v, Verdict::WouldDrop), 4);
 }
 
+/// The drop policy with every drop recorded in top talkers.
+fn every_drop_recorded() -> GuardConfig {
+    let mut c = table_config();
+    c.top_sample = 1;
+    c
+}
+
 #[test]
 fn top_talkers_count_drops_per_source() {
     if !require_privileges("top_talkers_count_drops_per_source") {
         return;
     }
-    // Drop policy, every drop sampled.
-    let mut config = table_config();
-    config.top_sample = 1;
+    let config = every_drop_recorded();
     let mut frames = Vec::new();
     for _ in 0..7 {
         frames.push(probe([203, 0, 113, 9]));
@@ -182,8 +187,7 @@ fn top_talkers_read_the_source_of_every_kind_of_frame() {
     }
     // The XDP program reads a sampled drop's source again from the frame: plain IPv4, VLAN
     // tags, IPv4 options, IPv6 with extension headers.
-    let mut config = table_config();
-    config.top_sample = 1;
+    let config = every_drop_recorded();
     let tagged = V4::from([203, 0, 113, 21]);
     let mut options = V4::from([203, 0, 113, 22]);
     options.ihl = 6;

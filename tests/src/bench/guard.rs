@@ -41,14 +41,14 @@ pub enum Policy {
 pub fn config(policy: Policy) -> anyhow::Result<GuardConfig> {
     let mut c = GuardConfig::EMPTY;
     c.protect(MEMCACHED_PORT);
-    c.top_sample = guard_common::config::DEFAULT_TOP_SAMPLE;
     let kind = match policy {
         Policy::Drop | Policy::DropRecordEvery => PolicyKind::Drop,
         Policy::RateLimit => PolicyKind::RateLimit,
     };
-    if policy == Policy::DropRecordEvery {
-        c.top_sample = 1;
-    }
+    c.top_sample = match policy {
+        Policy::DropRecordEvery => 1,
+        Policy::Drop | Policy::RateLimit => guard_common::config::DEFAULT_TOP_SAMPLE,
+    };
     policy::apply(&mut c, kind, &RateArgs::default())?;
     Ok(c)
 }
