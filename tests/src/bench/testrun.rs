@@ -38,7 +38,7 @@ pub struct Row {
     /// IPv4 allowlist size (the IPv6 allowlist holds 10,000 prefixes throughout); `None` for
     /// baselines.
     pub prefixes: Option<usize>,
-    /// Median over rounds of the kernel's mean ns per run.
+    /// Median over rounds (and loads) of the kernel's mean ns per run.
     pub ns: f64,
     /// Median over rounds of wall-clock ns per run (syscall included; repeated rows only).
     pub wall_ns: Option<f64>,
@@ -46,7 +46,12 @@ pub struct Row {
     pub x_floor: f64,
     /// `ns` minus that floor.
     pub over_floor_ns: f64,
-    /// Every round's value of `ns`.
+    /// Repeated rows: the median over rounds of each round's value against that round's own
+    /// floor (the mean of the floor readings before and after it), which takes out the VM's
+    /// slow and fast phases that a ratio of medians mixes.
+    pub x_floor_paired: Option<f64>,
+    /// Every value behind `ns`: the rounds in order; in repeated rows of guard, one value per
+    /// load (`LOADS`) in each round.
     pub samples: Vec<f64>,
     /// Anything worth knowing about the row (admitted share, program name).
     pub note: String,
@@ -69,6 +74,9 @@ pub struct Results {
     pub floor_ns: f64,
     /// The floor, one run per syscall (ns per call).
     pub floor_single_ns: f64,
+    /// The floor of each round of repeated rows: the mean of its readings before and after
+    /// the round.
+    pub floor_rounds: Vec<f64>,
     /// Repeated rows (guard's paths, xdp-filter), then sweeps.
     pub rows: Vec<Row>,
     /// Program facts: guard's instruction counts, xdp-filter's program.
@@ -190,6 +198,12 @@ fn xdp_action(verdict: Verdict) -> u32 {
     }
 }
 
+/// Loads of guard at each size in the repeated rows. Where the kernel places a program and
+/// its maps moves a path's cost by up to a nanosecond from one load to the next, however many
+/// rounds are run; so every repeated row is measured on this many loads, each in every round,
+/// and its median is over all of their values.
+pub const LOADS: usize = 3;
+
 /// IPv4 allowlist sizes of the table.
 pub const SIZES: [usize; 3] = [1, 1_000, 100_000];
 /// The pinned CPU.
@@ -243,22 +257,29 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
 
     // guard at each size; the IPv6 allowlist is the same 10,000 prefixes at every size.
     let mut guards = Vec::new();
+    // More loads of each size, for the repeated rows only (see `LOADS`).
+    let mut others: Vec<Vec<Instance>> = Vec::new();
     for &n in &SIZES {
         eprintln!(
-            "bench: loading guard with {n} IPv4 + {} IPv6 prefixes",
+            "bench: loading guard with {n} IPv4 + {} IPv6 prefixes ({LOADS} times)",
             lists.v6.len()
         );
-        let mut g = Instance::load(&lists.allowlist(n), Policy::Drop)?;
-        for path in &paths {
-            g.set_policy(path.policy)?;
-            if path.expect == Verdict::RateLimited {
-                // Spend the source's burst first.
-                g.run(&path.frame, 100)?;
+        let mut loads = Vec::new();
+        for _ in 0..LOADS {
+            let mut g = Instance::load(&lists.allowlist(n), Policy::Drop)?;
+            for path in &paths {
+                g.set_policy(path.policy)?;
+                if path.expect == Verdict::RateLimited {
+                    // Spend the source's burst first.
+                    g.run(&path.frame, 100)?;
+                }
+                g.verify(&path.frame, path.expect)
+                    .with_context(|| format!("{} with {n} prefixes", path.id))?;
             }
-            g.verify(&path.frame, path.expect)
-                .with_context(|| format!("{} with {n} prefixes", path.id))?;
+            loads.push(g);
         }
-        guards.push(g);
+        guards.push(loads.remove(0));
+        others.push(loads);
     }
     programs.insert("guard".into(), guards[0].facts()?);
 
@@ -324,16 +345,18 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
             ensure!(r.retval == XDP_DROP, "xdp-filter returned {}", r.retval);
             filter_samples[i].push(f64::from(r.duration_ns));
         }
-        for (s, g) in guards.iter_mut().enumerate() {
-            for (k, path) in paths.iter().enumerate() {
-                g.set_policy(path.policy)?;
-                let t = Instant::now();
-                let (ret, ns) = g.run(&path.frame, p.repeat)?;
-                let wall = t.elapsed().as_nanos() as f64 / f64::from(p.repeat);
-                let want = xdp_action(path.expect);
-                ensure!(ret == want, "{}: guard returned {ret}, not {want}", path.id);
-                samples[s][k].push(f64::from(ns));
-                walls[s][k].push(wall);
+        for (s, (g, more)) in guards.iter_mut().zip(&mut others).enumerate() {
+            for g in std::iter::once(g).chain(more.iter_mut()) {
+                for (k, path) in paths.iter().enumerate() {
+                    g.set_policy(path.policy)?;
+                    let t = Instant::now();
+                    let (ret, ns) = g.run(&path.frame, p.repeat)?;
+                    let wall = t.elapsed().as_nanos() as f64 / f64::from(p.repeat);
+                    let want = xdp_action(path.expect);
+                    ensure!(ret == want, "{}: guard returned {ret}, not {want}", path.id);
+                    samples[s][k].push(f64::from(ns));
+                    walls[s][k].push(wall);
+                }
             }
         }
         floor_samples.push(f64::from(
@@ -341,9 +364,17 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
         ));
     }
     let floor_ns = sys::median(&floor_samples);
+    let floor_rounds: Vec<f64> = floor_samples
+        .chunks(2)
+        .map(|pair| pair.iter().sum::<f64>() / pair.len() as f64)
+        .collect();
+    let repeated = |mut r: Row| {
+        r.x_floor_paired = Some(paired(&r.samples, &floor_rounds));
+        r
+    };
     let mut rows = Vec::new();
     for (i, &n) in CALIBRATION_INSNS.iter().enumerate() {
-        rows.push(row(
+        rows.push(repeated(row(
             "calibration",
             CALIBRATION_LABELS[i],
             None,
@@ -351,10 +382,10 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
             None,
             floor_ns,
             format!("{n} ALU instructions"),
-        ));
+        )));
     }
     for (i, (_, label)) in REFERENCE_PATHS.iter().enumerate() {
-        rows.push(row(
+        rows.push(repeated(row(
             "reference",
             label,
             None,
@@ -362,10 +393,10 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
             None,
             floor_ns,
             String::new(),
-        ));
+        )));
     }
     for (i, (label, name, _)) in filters.iter().enumerate() {
-        rows.push(row(
+        rows.push(repeated(row(
             "xdp_filter",
             label,
             None,
@@ -373,11 +404,11 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
             None,
             floor_ns,
             format!("program {name}"),
-        ));
+        )));
     }
     for (k, path) in paths.iter().enumerate() {
         for (s, &n) in SIZES.iter().enumerate() {
-            rows.push(row(
+            rows.push(repeated(row(
                 path.id,
                 path.label,
                 Some(n),
@@ -385,7 +416,7 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
                 Some(sys::median(&walls[s][k])),
                 floor_ns,
                 String::new(),
-            ));
+            )));
         }
     }
 
@@ -492,6 +523,7 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
         cpu,
         floor_ns,
         floor_single_ns,
+        floor_rounds,
         rows,
         programs: serde_json::Value::Object(programs),
         xdp_filter_skipped,
@@ -517,9 +549,22 @@ fn row(
         wall_ns,
         x_floor: ns / floor,
         over_floor_ns: ns - floor,
+        x_floor_paired: None,
         samples: samples.to_vec(),
         note,
     }
+}
+
+/// The median of each sample against its round's floor: `samples` holds the rounds in order,
+/// the same number of values in each (one per load).
+fn paired(samples: &[f64], floors: &[f64]) -> f64 {
+    let per = (samples.len() / floors.len().max(1)).max(1);
+    let ratios: Vec<f64> = samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s / floors[(i / per).min(floors.len() - 1)])
+        .collect();
+    sys::median(&ratios)
 }
 
 /// One run per source `i` in `range` (the frame rewritten each time): the mean kernel ns per
