@@ -258,7 +258,7 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
     // guard at each size; the IPv6 allowlist is the same 10,000 prefixes at every size.
     let mut guards = Vec::new();
     // More loads of each size, for the repeated rows only (see `LOADS`).
-    let mut others: Vec<Vec<Instance>> = Vec::new();
+    let mut more_loads: Vec<Vec<Instance>> = Vec::new();
     for &n in &SIZES {
         eprintln!(
             "bench: loading guard with {n} IPv4 + {} IPv6 prefixes ({LOADS} times)",
@@ -279,7 +279,7 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
             loads.push(g);
         }
         guards.push(loads.remove(0));
-        others.push(loads);
+        more_loads.push(loads);
     }
     programs.insert("guard".into(), guards[0].facts()?);
 
@@ -345,7 +345,7 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
             ensure!(r.retval == XDP_DROP, "xdp-filter returned {}", r.retval);
             filter_samples[i].push(f64::from(r.duration_ns));
         }
-        for (s, (g, more)) in guards.iter_mut().zip(&mut others).enumerate() {
+        for (s, (g, more)) in guards.iter_mut().zip(&mut more_loads).enumerate() {
             for g in std::iter::once(g).chain(more.iter_mut()) {
                 for (k, path) in paths.iter().enumerate() {
                     g.set_policy(path.policy)?;
