@@ -40,20 +40,27 @@ pub fn run(opts: &Options) -> Result<()> {
     if opts.quick {
         args.push("--quick".into());
     }
+    // The command as the caller typed it, for the report (`--out` as given).
+    let mut shown_args = args.clone();
     if let Some(out) = &opts.out {
         // guard-bench runs in the workspace root: make the directory the caller meant absolute.
-        let out = std::path::absolute(out)?;
+        let absolute = std::path::absolute(out)?;
         args.push("--out".into());
-        args.push(out.to_string_lossy().into_owned());
+        args.push(absolute.to_string_lossy().into_owned());
+        shown_args.push("--out".into());
+        shown_args.push(out.to_string_lossy().into_owned());
     }
+    let mut rest: Vec<String> = Vec::new();
     if let Some(only) = &opts.only {
-        args.extend(["--only".into(), only.clone()]);
+        rest.extend(["--only".into(), only.clone()]);
     }
     if let Some(seed) = opts.seed {
-        args.extend(["--seed".into(), seed.to_string()]);
+        rest.extend(["--seed".into(), seed.to_string()]);
     }
+    args.extend(rest.iter().cloned());
+    shown_args.extend(rest);
     let shown = std::iter::once("cargo xtask bench".to_owned())
-        .chain(args.iter().map(|a| util::shell_quote(a).into_owned()))
+        .chain(shown_args.iter().map(|a| util::shell_quote(a).into_owned()))
         .collect::<Vec<_>>()
         .join(" ");
     util::run(

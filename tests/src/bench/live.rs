@@ -14,7 +14,7 @@
 
 use std::{
     fs,
-    os::fd::{AsFd as _, BorrowedFd, OwnedFd},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
     sync::atomic::{AtomicBool, AtomicI32, Ordering},
     thread,
     time::Instant,
@@ -47,11 +47,14 @@ pub const PREFIXES: usize = 100_000;
 const GEN_REPEAT: u32 = u32::MAX;
 /// Frames per LIVE_FRAMES batch (the kernel's default).
 const GEN_BATCH: u32 = 64;
+/// The reference's row (see `bpf::reference`).
+const REFERENCE_LABEL: &str =
+    "reference, the least work of the targets (hand-assembled; not a guard): dropped";
 
 /// One measured configuration.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
-    /// `ceiling`, `guard_drop`, `guard_rate`, `xdp_filter`, `nft`.
+    /// `ceiling`, `guard_drop`, `guard_rate`, `reference`, `xdp_filter`, `nft`.
     pub dut: &'static str,
     /// What ran on veth1.
     pub label: String,
@@ -203,6 +206,25 @@ pub fn run(p: &Params, lists: &Lists) -> anyhow::Result<Results> {
     let nop = bpf::load_xdp("gb_ceiling", &bpf::return_only(XDP_DROP))?;
     let mut guard = Instance::load(&lists.allowlist(PREFIXES), Policy::Drop)?;
     let guard_fd = guard.prog_fd()?.try_clone_to_owned()?;
+    // The per-packet part's reference (the least work of the targets, hand-assembled), on
+    // guard's own tables: how close to the ceiling any guard's least work gets through veth.
+    let rows_fd = guard.map_fd(guard_common::maps::ALLOW_V4_ROWS)?;
+    let chunks_fd = guard.map_fd(guard_common::maps::ALLOW_V4_CHUNKS)?;
+    let reference_counters = bpf::create_percpu_array(4).context("the reference's counters")?;
+    let reference = bpf::load_xdp(
+        "gb_reference",
+        &bpf::reference(bpf::ReferenceMaps {
+            rows: rows_fd.as_fd().as_raw_fd(),
+            chunks: chunks_fd.as_fd().as_raw_fd(),
+            counters: reference_counters.as_raw_fd(),
+        }),
+    )?;
+    let r = bpf::test_run(reference.as_fd(), &gens.one_frame, 1)?;
+    ensure!(
+        r.retval == XDP_DROP,
+        "the reference returned {} for the generator's frame, not XDP_DROP",
+        r.retval
+    );
     let has_xdp_filter = xdpfilter::version().is_some();
     let mut xdp_filter_skipped =
         (!has_xdp_filter).then(|| "xdp-filter is not installed".to_owned());
@@ -266,6 +288,17 @@ pub fn run(p: &Params, lists: &Lists) -> anyhow::Result<Results> {
                     })?;
                 }
             }
+        }
+        // The reference, counted by veth's xdp_drops like the ceiling.
+        {
+            let _link = attach(&lab, reference.as_fd())?;
+            measure(
+                &mut rows,
+                "reference",
+                REFERENCE_LABEL,
+                Traffic::OneSource,
+                &mut || xdp_drops(&lab),
+            )?;
         }
         // xdp-filter, loaded by its own tool.
         if xdp_filter_skipped.is_none() {
