@@ -1,7 +1,7 @@
 //! guard's XDP program loaded for the bench through guard-user's public API: unpinned, with
 //! private maps, so that nothing touches a guard the host may run.
 
-use std::os::fd::{AsFd as _, BorrowedFd};
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd};
 
 use anyhow::{Context as _, ensure};
 use aya::{
@@ -19,6 +19,8 @@ use guard_user::{
 };
 use ipnet::IpNet;
 use serde_json::{Value, json};
+
+use super::bpf;
 
 /// The interface BPF_PROG_TEST_RUN reports as ingress (the loopback).
 const TEST_RUN_IFINDEX: u32 = 1;
@@ -138,6 +140,23 @@ impl Instance {
             }
         }
         anyhow::bail!("guard's program has no map named {name}")
+    }
+
+    /// Loads the bench's reference program (`bpf::reference`, the least work of the targets)
+    /// on this guard's own IPv4 allowlist tables. The program holds its maps: only its fd is
+    /// kept.
+    pub fn load_reference(&mut self) -> anyhow::Result<OwnedFd> {
+        let rows = self.map_fd(guard_common::maps::ALLOW_V4_ROWS)?;
+        let chunks = self.map_fd(guard_common::maps::ALLOW_V4_CHUNKS)?;
+        let counters = bpf::create_percpu_array(4).context("the reference's counters")?;
+        Ok(bpf::load_xdp(
+            "gb_reference",
+            &bpf::reference(bpf::ReferenceMaps {
+                rows: rows.as_fd().as_raw_fd(),
+                chunks: chunks.as_fd().as_raw_fd(),
+                counters: counters.as_raw_fd(),
+            }),
+        )?)
     }
 
     /// Instruction counts and sizes of the loaded program.

@@ -14,7 +14,7 @@
 
 use std::{
     fs,
-    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
+    os::fd::{AsFd as _, BorrowedFd, OwnedFd},
     sync::atomic::{AtomicBool, AtomicI32, Ordering},
     thread,
     time::Instant,
@@ -208,17 +208,7 @@ pub fn run(p: &Params, lists: &Lists) -> anyhow::Result<Results> {
     let guard_fd = guard.prog_fd()?.try_clone_to_owned()?;
     // The per-packet part's reference (the least work of the targets, hand-assembled), on
     // guard's own tables: how close to the ceiling any guard's least work gets through veth.
-    let rows_fd = guard.map_fd(guard_common::maps::ALLOW_V4_ROWS)?;
-    let chunks_fd = guard.map_fd(guard_common::maps::ALLOW_V4_CHUNKS)?;
-    let reference_counters = bpf::create_percpu_array(4).context("the reference's counters")?;
-    let reference = bpf::load_xdp(
-        "gb_reference",
-        &bpf::reference(bpf::ReferenceMaps {
-            rows: rows_fd.as_fd().as_raw_fd(),
-            chunks: chunks_fd.as_fd().as_raw_fd(),
-            counters: reference_counters.as_raw_fd(),
-        }),
-    )?;
+    let reference = guard.load_reference()?;
     let r = bpf::test_run(reference.as_fd(), &gens.one_frame, 1)?;
     ensure!(
         r.retval == XDP_DROP,

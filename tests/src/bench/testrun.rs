@@ -10,10 +10,7 @@
 //!   duration then also holds the harness's per-call overhead (a clock read), so sweeps are
 //!   compared with the floor measured the same way.
 
-use std::{
-    os::fd::{AsFd as _, AsRawFd as _},
-    time::Instant,
-};
+use std::{os::fd::AsFd as _, time::Instant};
 
 use anyhow::{Context as _, ensure};
 use guard_common::{Verdict, config::MEMCACHED_PORT, parse::ETH_P_8021Q};
@@ -302,18 +299,10 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
 
     // The reference: the least work of the targets, hand-assembled, reading the tables of the
     // guard with the most prefixes. It must judge the measured frames as guard does.
-    let big = guards.last_mut().context("no guard loaded")?;
-    let rows_fd = big.map_fd(guard_common::maps::ALLOW_V4_ROWS)?;
-    let chunks_fd = big.map_fd(guard_common::maps::ALLOW_V4_CHUNKS)?;
-    let reference_counters = bpf::create_percpu_array(4).context("the reference's counters")?;
-    let reference = bpf::load_xdp(
-        "gb_reference",
-        &bpf::reference(bpf::ReferenceMaps {
-            rows: rows_fd.as_fd().as_raw_fd(),
-            chunks: chunks_fd.as_fd().as_raw_fd(),
-            counters: reference_counters.as_raw_fd(),
-        }),
-    )?;
+    let reference = guards
+        .last_mut()
+        .context("no guard loaded")?
+        .load_reference()?;
     let reference_paths: Vec<&Path> = REFERENCE_PATHS
         .iter()
         .map(|(id, _)| paths.iter().find(|p| p.id == *id).expect("a measured path"))
