@@ -40,29 +40,24 @@ pub fn run(opts: &Options) -> Result<()> {
     if opts.quick {
         args.push("--quick".into());
     }
-    // The command as the caller typed it, for the report (`--out` as given).
-    let mut shown_args = args.clone();
-    if let Some(out) = &opts.out {
-        // guard-bench runs in the workspace root: make the directory the caller meant absolute.
-        let absolute = std::path::absolute(out)?;
-        args.push("--out".into());
-        args.push(absolute.to_string_lossy().into_owned());
-        shown_args.push("--out".into());
-        shown_args.push(out.to_string_lossy().into_owned());
-    }
-    let mut rest: Vec<String> = Vec::new();
     if let Some(only) = &opts.only {
-        rest.extend(["--only".into(), only.clone()]);
+        args.extend(["--only".into(), only.clone()]);
     }
     if let Some(seed) = opts.seed {
-        rest.extend(["--seed".into(), seed.to_string()]);
+        args.extend(["--seed".into(), seed.to_string()]);
     }
-    args.extend(rest.iter().cloned());
-    shown_args.extend(rest);
+    if let Some(out) = &opts.out {
+        args.extend(["--out".into(), out.to_string_lossy().into_owned()]);
+    }
+    // The report shows the command as typed; guard-bench runs in the workspace root, so it is
+    // given the directory the caller meant made absolute (`--out` is last).
     let shown = std::iter::once("cargo xtask bench".to_owned())
-        .chain(shown_args.iter().map(|a| util::shell_quote(a).into_owned()))
+        .chain(args.iter().map(|a| util::shell_quote(a).into_owned()))
         .collect::<Vec<_>>()
         .join(" ");
+    if let (Some(out), Some(last)) = (&opts.out, args.last_mut()) {
+        *last = std::path::absolute(out)?.to_string_lossy().into_owned();
+    }
     util::run(
         util::cargo()
             .env("GUARD_BIN", &bin)
