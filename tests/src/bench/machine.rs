@@ -43,6 +43,8 @@ pub struct Facts {
     pub loadavg_start: String,
     /// Load average when it ended.
     pub loadavg_end: String,
+    /// How long the bench itself ran, seconds (without the build before it).
+    pub elapsed_s: f64,
 }
 
 fn read(path: &str) -> String {
@@ -75,7 +77,7 @@ fn lock_version(krate: &str) -> String {
     "?".into()
 }
 
-/// Collects the facts (the end load average is filled in later).
+/// Collects the facts (the end load average and the elapsed time are filled in later).
 pub fn collect() -> Facts {
     let cpuinfo = read("/proc/cpuinfo");
     let cpu = cpuinfo
@@ -121,5 +123,21 @@ pub fn collect() -> Facts {
         commit,
         loadavg_start: sys::loadavg(),
         loadavg_end: String::new(),
+        elapsed_s: 0.0,
+    }
+}
+
+impl Facts {
+    /// The speculation mitigations that make calls and returns dear, in words ("retpolines and
+    /// SRSO \"Mitigation: Safe RET\""), or `None` when the kernel reports neither.
+    pub fn costly_mitigations(&self) -> Option<String> {
+        let retpolines = self.spectre_v2.contains("Retpolines");
+        let srso = self.srso.starts_with("Mitigation");
+        match (retpolines, srso) {
+            (true, true) => Some(format!("retpolines and SRSO \"{}\"", self.srso)),
+            (true, false) => Some("retpolines".into()),
+            (false, true) => Some(format!("SRSO \"{}\"", self.srso)),
+            (false, false) => None,
+        }
     }
 }

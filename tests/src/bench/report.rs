@@ -359,19 +359,36 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(s, "| {k} | {v} |");
     }
     s.push('\n');
+    let machine = if m.virtualization.starts_with("virtual") {
+        format!("a {}-vCPU virtual machine", m.cpus)
+    } else {
+        format!("a machine with {} CPUs", m.cpus)
+    };
+    let mitigations = match m.costly_mitigations() {
+        Some(list) => format!(
+            " with {list}: every indirect call and return costs more than on bare metal, so \
+             absolute figures are high and the ratios are what carries over"
+        ),
+        None => " that reports no retpolines and no SRSO mitigation".into(),
+    };
     let _ = writeln!(
         s,
-        "The machine is a 2-vCPU VM with retpolines and SRSO \"safe RET\": every indirect \
-         call and return costs more than on bare metal, so absolute figures are high and the \
-         ratios are what carries over. Other work on the machine during the run shows in the \
-         load average and in the \"others busy\" figures.\n"
+        "The machine is {machine}{mitigations}. Other work on the machine during the run \
+         shows in the load average and in the \"others busy\" figures.\n"
     );
 
     let _ = writeln!(s, "## Reproducing\n");
     let _ = writeln!(
         s,
-        "```sh\ncargo xtask bench            # the full run (about 5 minutes with the build), rewrites this file\n\
+        "```sh\ncargo xtask bench            # the full run, rewrites docs/BENCHMARKS.md\n\
+         cargo xtask bench --out DIR  # the same, written to DIR\n\
          cargo xtask bench --quick    # a short smoke run, written to target/guard-bench/\n```\n"
+    );
+    let _ = writeln!(
+        s,
+        "This run took {} min {:02} s, the build before it not counted.\n",
+        m.elapsed_s.round() as u64 / 60,
+        m.elapsed_s.round() as u64 % 60
     );
     let _ = writeln!(
         s,
@@ -589,7 +606,7 @@ fn per_packet(s: &mut String, t: &testrun::Results) {
          average out. The **floor** is an XDP \
          program of two instructions (`r0 = XDP_DROP; exit`), loaded with a raw \
          `bpf(BPF_PROG_LOAD)` and run the same way: {:.0} ns, the cost of the harness itself \
-         (an indirect, retpolined call per run). \"x floor\" divides by it.\n",
+         (an indirect call per run). \"x floor\" divides by it.\n",
         n(t.repeat as usize),
         t.rounds,
         t.cpu,

@@ -104,6 +104,7 @@ fn run() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     });
+    let started = std::time::Instant::now();
     let mut facts = machine::collect();
     eprintln!(
         "bench: {} run on {} ({} CPUs), load average {}",
@@ -146,6 +147,7 @@ fn run() -> anyhow::Result<()> {
         None
     };
     facts.loadavg_end = sys::loadavg();
+    facts.elapsed_s = started.elapsed().as_secs_f64();
 
     let targets = report::targets(
         per_packet.as_ref(),
