@@ -11,6 +11,9 @@
 //! Rates are counted at the receiver: the sum of veth1's `rx_queue_N_xdp_packets` (every frame
 //! its NAPI handled, with or without an XDP program), checked against the DUT's own counters
 //! (guard's verdict counters, the nft rule's counter, veth's `xdp_drops`).
+//!
+//! A last pass times the XDP programs themselves run by run (`InSitu`), to separate what a
+//! program costs from the spread of the rates.
 
 use std::{
     fs,
@@ -107,6 +110,28 @@ pub struct Results {
     pub nft_load_s: f64,
     /// Why xdp-filter is missing, when it is.
     pub xdp_filter_skipped: Option<String>,
+    /// The XDP programs on veth1 timed run by run while the generator sends (one CPU).
+    pub in_situ: InSitu,
+}
+
+/// The DUT programs' own time per frame through veth, timed run by run by the kernel's
+/// run-time statistics (BPF_ENABLE_STATS) in a pass of its own after the rounds, with one
+/// generator CPU: each run pays a clock read on either side, so only differences between
+/// programs mean anything, but they are read to a fraction of a nanosecond, free of the
+/// generator's share of each rate.
+#[derive(Debug, Serialize)]
+pub struct InSitu {
+    /// The ceiling's ns per run (the clock reads' cost and the program's two instructions),
+    /// median over rounds.
+    pub ceiling_ns: f64,
+    /// guard's (drop policy, one source) ns per run over the ceiling's, median over rounds.
+    pub guard_over_ceiling_ns: f64,
+    /// The reference's ns per run over the ceiling's, median over rounds.
+    pub reference_over_ceiling_ns: f64,
+    /// Rounds.
+    pub rounds: usize,
+    /// Every round's ns per run of the ceiling, guard and the reference.
+    pub samples: Vec<[f64; 3]>,
 }
 
 struct Lab {
@@ -321,6 +346,9 @@ pub fn run(p: &Params, lists: &Lists) -> anyhow::Result<Results> {
         }
     }
 
+    guard.set_policy(Policy::Drop)?;
+    let in_situ = time_in_situ(&lab, &gens, p, &cpu_sets[0], [&nop, &guard_fd, &reference])?;
+
     // Ratios.
     for set in &cpu_sets {
         let n = set.len();
@@ -351,6 +379,47 @@ pub fn run(p: &Params, lists: &Lists) -> anyhow::Result<Results> {
         rows,
         nft_load_s: sys::median(&nft_loads),
         xdp_filter_skipped,
+        in_situ,
+    })
+}
+
+/// Times the ceiling, guard (under the drop policy) and the reference run by
+/// run on veth1 while one generator CPU sends the one-source traffic: interleaved rounds, the
+/// kernel's run-time statistics on only for this pass (they slow every program down, so no
+/// rate above is measured with them).
+fn time_in_situ(
+    lab: &Lab,
+    gens: &Generators,
+    p: &Params,
+    cpus: &[usize],
+    progs: [&OwnedFd; 3],
+) -> anyhow::Result<InSitu> {
+    eprintln!("bench: veth, the programs timed run by run");
+    let _stats = bpf::enable_run_stats().context("BPF_ENABLE_STATS")?;
+    let label = "timed run by run";
+    let mut samples = Vec::new();
+    for _ in 0..p.live_rounds {
+        let mut round = [0.0; 3];
+        for (k, prog) in progs.iter().enumerate() {
+            let _link = attach(lab, prog.as_fd())?;
+            let (ns0, runs0) = bpf::run_stats(prog.as_fd())?;
+            measure_once(lab, gens, p, cpus, label, Traffic::OneSource, &mut || {
+                Ok(bpf::run_stats(prog.as_fd())?.1)
+            })?;
+            let (ns1, runs1) = bpf::run_stats(prog.as_fd())?;
+            ensure!(runs1 > runs0, "{label}: the kernel counted no runs");
+            round[k] = (ns1 - ns0) as f64 / (runs1 - runs0) as f64;
+        }
+        samples.push(round);
+    }
+    let median = |k: usize| sys::median(&samples.iter().map(|r| r[k]).collect::<Vec<_>>());
+    let ceiling = median(0);
+    Ok(InSitu {
+        ceiling_ns: ceiling,
+        guard_over_ceiling_ns: median(1) - ceiling,
+        reference_over_ceiling_ns: median(2) - ceiling,
+        rounds: samples.len(),
+        samples,
     })
 }
 
