@@ -25,6 +25,8 @@ pub struct Facts {
     pub spectre_v2: String,
     /// Speculative return stack overflow (SRSO) mitigation.
     pub srso: String,
+    /// Indirect target selection (ITS) mitigation.
+    pub its: String,
     /// Clock source.
     pub clocksource: String,
     /// Whether the BPF JIT is on (`net.core.bpf_jit_enable`).
@@ -114,6 +116,7 @@ pub fn collect() -> Facts {
         virtualization: hypervisor.into(),
         spectre_v2: read("/sys/devices/system/cpu/vulnerabilities/spectre_v2"),
         srso: read("/sys/devices/system/cpu/vulnerabilities/spec_rstack_overflow"),
+        its: read("/sys/devices/system/cpu/vulnerabilities/indirect_target_selection"),
         clocksource: read("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
         bpf_jit: read("/proc/sys/net/core/bpf_jit_enable"),
         rustc: output("rustc", &["--version"]),
@@ -128,16 +131,19 @@ pub fn collect() -> Facts {
 }
 
 impl Facts {
-    /// The speculation mitigations that make calls and returns dear, in words ("retpolines and
-    /// SRSO \"Mitigation: Safe RET\""), or `None` when the kernel reports neither.
+    /// The speculation mitigations that make calls and returns dear, in words ("retpolines,
+    /// ITS \"Mitigation: Aligned branch/return thunks\""), or `None` when the kernel reports
+    /// none of them.
     pub fn costly_mitigations(&self) -> Option<String> {
-        let retpolines = self.spectre_v2.contains("Retpolines");
-        let srso = self.srso.starts_with("Mitigation");
-        match (retpolines, srso) {
-            (true, true) => Some(format!("retpolines and SRSO \"{}\"", self.srso)),
-            (true, false) => Some("retpolines".into()),
-            (false, true) => Some(format!("SRSO \"{}\"", self.srso)),
-            (false, false) => None,
+        let mut found = Vec::new();
+        if self.spectre_v2.contains("Retpolines") {
+            found.push("retpolines".to_owned());
         }
+        for (name, state) in [("SRSO", &self.srso), ("ITS", &self.its)] {
+            if state.starts_with("Mitigation") {
+                found.push(format!("{name} \"{state}\""));
+            }
+        }
+        (!found.is_empty()).then(|| found.join(", "))
     }
 }

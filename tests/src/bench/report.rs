@@ -359,6 +359,7 @@ pub fn markdown(r: &Report) -> String {
         ("Memory", format!("{:.1} GiB", m.mem_gib)),
         ("Spectre v2", m.spectre_v2.clone()),
         ("SRSO", m.srso.clone()),
+        ("ITS", m.its.clone()),
         ("Clock source", m.clocksource.clone()),
         ("BPF JIT", m.bpf_jit.clone()),
         ("rustc", m.rustc.clone()),
@@ -383,7 +384,7 @@ pub fn markdown(r: &Report) -> String {
             " with {list}: every indirect call and return costs more than on bare metal, so \
              absolute figures are high and the ratios are what carries over"
         ),
-        None => " that reports no retpolines and no SRSO mitigation".into(),
+        None => " that reports no retpolines and no SRSO or ITS mitigation".into(),
     };
     let _ = writeln!(
         s,
