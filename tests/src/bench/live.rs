@@ -134,6 +134,13 @@ pub struct InSitu {
     pub samples: Vec<[f64; 3]>,
 }
 
+impl InSitu {
+    /// What guard's own runs cost a frame beyond the reference's.
+    pub fn guard_extra_ns(&self) -> f64 {
+        self.guard_over_ceiling_ns - self.reference_over_ceiling_ns
+    }
+}
+
 struct Lab {
     sender: Netns,
     dut: Netns,

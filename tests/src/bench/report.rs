@@ -219,7 +219,7 @@ pub fn targets(
             Some(x) if cpus == 1 => format!(
                 "; timed run by run on veth, guard's program costs {:.2} ns a frame more than \
                  the reference's",
-                x.guard_over_ceiling_ns - x.reference_over_ceiling_ns
+                x.guard_extra_ns()
             ),
             _ => String::new(),
         };
@@ -592,7 +592,7 @@ fn observations(s: &mut String, r: &Report) {
     }
     if let Some(l) = &r.throughput {
         let x = &l.in_situ;
-        let extra = x.guard_over_ceiling_ns - x.reference_over_ceiling_ns;
+        let extra = x.guard_extra_ns();
         let mut line = format!(
             "Through veth, timed run by run (1 generator CPU, the kernel's run-time \
              statistics): guard's drop costs {:.2} ns per frame over the ceiling's program and \
