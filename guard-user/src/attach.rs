@@ -95,8 +95,8 @@ pub struct AttachRequest {
     pub policy: Option<PolicyKind>,
     /// Rate settings for the rate-limit policy.
     pub rates: RateArgs,
-    /// Top-talker sampling (a power of two, 0 = off); `None` keeps the live value (16 on a
-    /// fresh load).
+    /// Top-talker sampling (a power of two, 0 = off); `None` keeps the live value
+    /// (`DEFAULT_TOP_SAMPLE`, 1024, on a fresh load).
     pub top_sample: Option<u32>,
     /// Capacities of the load-time sized maps; only a fresh load can apply them.
     pub sizes: Option<MapSizes>,
@@ -105,7 +105,7 @@ pub struct AttachRequest {
 /// Validates a top-talker sampling interval.
 pub fn validate_top_sample(n: u32) -> anyhow::Result<u32> {
     if n != 0 && !n.is_power_of_two() {
-        bail!("invalid --top-sample {n}: a power of two (1, 2, 4, ...) or 0 to turn it off");
+        bail!("invalid top sample {n}: a power of two (1, 2, 4, ...) or 0 to turn it off");
     }
     Ok(n)
 }
@@ -121,7 +121,13 @@ pub enum AttachOutcome {
         fell_back: Option<String>,
     },
     /// Already attached by guard; left as it was.
-    AlreadyAttached,
+    AlreadyAttached {
+        /// The mode it was attached in, as recorded.
+        mode: Option<AttachedMode>,
+        /// The name its link was pinned under before the interface was renamed (the pin now
+        /// has the current name).
+        renamed_from: Option<String>,
+    },
 }
 
 /// Validates a port list: 1 to [`MAX_PORTS`] distinct ports, none zero.
@@ -201,6 +207,9 @@ pub fn attach(
     let existed = layout.abi_dir().exists();
     layout.prepare()?;
     let lock = Lock::acquire(layout)?;
+    if existed && layout.is_loaded() {
+        check_modes(&GuardMaps::open(layout)?, layout, request.mode, &interfaces)?;
+    }
     let result = attach_locked(&lock, layout, request, &interfaces, ports.as_deref(), store);
     if result.is_err() && !existed {
         // This call created the state: leave nothing behind.
@@ -332,11 +341,29 @@ fn attach_one(
     request: ModeRequest,
 ) -> anyhow::Result<AttachOutcome> {
     let pin = layout.link(name);
+    if let Some(old) = guarding_pin(layout, name, index) {
+        let renamed_from = (old != name).then(|| {
+            // Renamed since: the pin and the record follow the interface's name.
+            repin(layout, maps, &old, name, index);
+            old
+        });
+        return Ok(AttachOutcome::AlreadyAttached {
+            mode: recorded_mode(maps, index),
+            renamed_from,
+        });
+    }
     if pin.exists() {
-        match sys::link_details(&pin) {
-            Ok(d) if d.ifindex == index => return Ok(AttachOutcome::AlreadyAttached),
-            // Stale: the interface went away (or was renamed and replaced).
-            _ => remove_link(layout, maps, name)?,
+        // The pin's interface now has another name: renamed, and this name reused.
+        let renamed = sys::link_details(&pin)
+            .ok()
+            .filter(|d| d.ifindex != 0)
+            .and_then(|d| Some((d.ifindex, sys::if_name(d.ifindex)?)))
+            .filter(|(_, now)| !layout.link(now).exists());
+        match renamed {
+            // Its link follows it to its new name.
+            Some((other, now)) => repin(layout, maps, name, &now, other),
+            // Stale: the interface went away.
+            None => remove_link(layout, maps, name)?,
         }
     }
     let xdp = program.xdp()?;
@@ -386,13 +413,92 @@ fn attach_one(
         mode: mode.code(),
         ..Default::default()
     };
-    let bytes = name.as_bytes();
-    let n = bytes.len().min(record.name.len() - 1);
-    record.name[..n].copy_from_slice(&bytes[..n]);
+    set_record_name(&mut record, name);
     maps.attachments
         .insert(index, record, 0)
         .context("recording the attachment")?;
     Ok(AttachOutcome::Attached { mode, fell_back })
+}
+
+/// Refuses an interface already guarded in another mode than the one asked for, before
+/// anything changes: switching modes means a moment unguarded, so it takes a detach.
+fn check_modes(
+    maps: &GuardMaps,
+    layout: &PinLayout,
+    request: ModeRequest,
+    interfaces: &[(String, u32)],
+) -> anyhow::Result<()> {
+    let Some(wanted) = request.fixed() else {
+        return Ok(());
+    };
+    for (name, index) in interfaces {
+        if guarding_pin(layout, name, *index).is_some()
+            && let Some(mode) = recorded_mode(maps, *index)
+            && wanted != mode
+        {
+            bail!(
+                "{name} is already guarded in {} mode; to switch it to {} mode, `guard detach \
+                 {name}` and attach it again: nothing was changed",
+                mode.name(),
+                wanted.name()
+            );
+        }
+    }
+    Ok(())
+}
+
+impl ModeRequest {
+    /// The one mode asked for, unless auto.
+    fn fixed(self) -> Option<AttachedMode> {
+        match self {
+            ModeRequest::Auto => None,
+            ModeRequest::Native => Some(AttachedMode::Native),
+            ModeRequest::Skb => Some(AttachedMode::Skb),
+        }
+    }
+}
+
+/// The link pin of guard's own link on interface `index`, now named `name`: the pin of that
+/// name, or one pinned under an older name of the interface.
+pub fn guarding_pin(layout: &PinLayout, name: &str, index: u32) -> Option<String> {
+    let on_index =
+        |pin: &str| matches!(sys::link_details(&layout.link(pin)), Ok(d) if d.ifindex == index);
+    if on_index(name) {
+        return Some(name.to_owned());
+    }
+    linked_interfaces(layout)
+        .ok()?
+        .into_iter()
+        .find(|pin| on_index(pin))
+}
+
+/// The mode recorded for interface `index`.
+fn recorded_mode(maps: &GuardMaps, index: u32) -> Option<AttachedMode> {
+    maps.attachments
+        .get(&index, 0)
+        .ok()
+        .and_then(|a| AttachedMode::from_code(a.mode))
+}
+
+/// Moves the link pinned as `from` to the name `to` (the interface's name now), and its
+/// record with it. Best effort: a link left under its old name still guards its interface.
+fn repin(layout: &PinLayout, maps: &mut GuardMaps, from: &str, to: &str, index: u32) {
+    if let Err(e) = std::fs::rename(layout.link(from), layout.link(to)) {
+        log::warn!("re-pinning the link of {from} as {to}: {e}");
+        return;
+    }
+    if let Ok(mut record) = maps.attachments.get(&index, 0) {
+        set_record_name(&mut record, to);
+        let _ = maps.attachments.insert(index, record, 0);
+    }
+}
+
+/// Records an interface name in an attachment (NUL-terminated, cut to fit).
+fn set_record_name(record: &mut Attachment, name: &str) {
+    record.name = [0; 16];
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(record.name.len() - 1);
+    record.name[..n].copy_from_slice(&bytes[..n]);
 }
 
 fn is_busy(e: &ProgramError) -> bool {
@@ -487,12 +593,21 @@ pub fn detach(
         if interfaces.is_empty() {
             bail!("name the interfaces to detach, or use --all");
         }
+        let mut targets = Vec::new();
         for name in interfaces {
-            if !linked.contains(name) {
-                bail!("guard is not attached to {name:?}: nothing was detached");
+            // The pin of that name, or of the interface's name before a rename.
+            let pin = if linked.contains(name) {
+                Some(name.clone())
+            } else {
+                sys::if_index(name).and_then(|i| guarding_pin(layout, name, i))
+            };
+            match pin {
+                Some(pin) if !targets.contains(&pin) => targets.push(pin),
+                Some(_) => {}
+                None => bail!("guard is not attached to {name:?}: nothing was detached"),
             }
         }
-        interfaces.to_vec()
+        targets
     };
     let mut maps = GuardMaps::open(layout)?;
     let snapshot = store.map(ConfigStore::snapshot).transpose()?;
@@ -657,7 +772,19 @@ pub fn remove_prefixes(
     )?;
     if let Err(e) = lists::remove_all(&mut maps, list, nets) {
         journal::end(layout)?;
-        return Err(e);
+        // Name every prefix that is not there, not only the first.
+        return Err(match lists::missing(&maps, list, nets) {
+            Ok(missing) if missing.len() > 1 => anyhow!(
+                "{} are not on the {}: nothing was removed",
+                missing
+                    .iter()
+                    .map(IpNet::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                list.name()
+            ),
+            _ => e,
+        });
     }
     let persisted = match store {
         Some(store) => store.apply(&[Change::RemovePrefixes(list, nets.to_vec())]),

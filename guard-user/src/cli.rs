@@ -57,7 +57,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ModeRequest::Auto)]
         mode: ModeRequest,
         /// Protected UDP port (repeat for up to 16); default 11211, or the live set.
-        #[arg(long = "port", value_name = "PORT")]
+        #[arg(long = "port", value_name = "PORT", value_parser = port_number)]
         ports: Vec<u16>,
         /// Count would-be drops as would_drop and let them pass.
         #[arg(long)]
@@ -72,7 +72,7 @@ pub enum Command {
         #[command(flatten)]
         rates: RateArgs,
         /// Record one dropped datagram in N per CPU as a top talker (power of two; 0: off)
-        /// [default: 64 on a fresh load].
+        /// [default: 1024 on a fresh load].
         #[arg(long, value_name = "N")]
         top_sample: Option<u32>,
         /// Capacity of the per-source bucket LRU (fresh load only) [default: 65536].
@@ -164,13 +164,14 @@ pub enum Command {
         /// Output format (prometheus: the text format node_exporter's textfile collector reads).
         #[arg(long, value_enum, default_value_t = StatsFormat::Table)]
         format: StatsFormat,
-        /// Print again every SECS seconds, with rates.
-        #[arg(long, value_name = "SECS")]
+        /// Print again every SECS seconds (1 or more), with rates.
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
         watch: Option<u64>,
     },
     /// Show or replace the protected UDP ports, live.
     Ports {
         /// New protected ports (up to 16); none prints the current set.
+        #[arg(value_parser = port_number)]
         ports: Vec<u16>,
     },
     /// Turn dry-run on or off, live.
@@ -273,13 +274,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let path = file.unwrap_or(cli.config.clone());
             let d = config::load(&path)?;
             println!(
-                "{}: ok: interfaces {}, ports {:?}, {} allowlisted and {} denylisted prefixes, policy {:?}, pin path {}",
+                "{}: ok: interfaces {}, ports {}, {} allowlisted and {} denylisted prefixes, policy {}, pin path {}",
                 path.display(),
-                d.interfaces.join(","),
-                d.ports,
+                if d.interfaces.is_empty() {
+                    "none (nothing will be guarded)".to_owned()
+                } else {
+                    d.interfaces.join(", ")
+                },
+                d.ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 d.allow.len(),
                 d.deny.len(),
-                d.policy,
+                d.policy.name(),
                 d.pin_path.display()
             );
         }
@@ -307,7 +316,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let allow = if allow.is_empty() {
                 Vec::new()
             } else {
-                lists::parse_cidrs(&allow)?
+                lists::parse_new_cidrs(&allow)?
             };
             let sizes =
                 (source_buckets.is_some() || prefix_buckets.is_some() || top_talkers.is_some())
@@ -345,7 +354,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         ),
                         None => println!("{name}: attached in {} mode", mode.name()),
                     },
-                    AttachOutcome::AlreadyAttached => println!("{name}: already attached"),
+                    AttachOutcome::AlreadyAttached { mode, renamed_from } => {
+                        let mode = mode.map_or(String::new(), |m| format!(" in {} mode", m.name()));
+                        match renamed_from {
+                            Some(old) => println!(
+                                "{name}: already attached{mode} (as {old}, its name before a \
+                                 rename; now pinned as {name})"
+                            ),
+                            None => println!("{name}: already attached{mode}"),
+                        }
+                    }
                 }
             }
         }
@@ -524,7 +542,7 @@ fn add(
     done: &str,
     config: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let nets = lists::parse_cidrs(cidrs)?;
+    let nets = lists::parse_new_cidrs(cidrs)?;
     privileges::require_bpf()?;
     attach::require_loaded(layout)?;
     let store = ConfigStore::for_layout(config, layout)?;
@@ -554,4 +572,12 @@ fn remove(
         println!("{done} {net}");
     }
     Ok(())
+}
+
+/// A UDP port to protect: 1 to 65535.
+fn port_number(text: &str) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("{text} is not a port: 1 to 65535")),
+        Ok(port) => Ok(port),
+    }
 }

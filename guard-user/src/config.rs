@@ -24,7 +24,7 @@ use toml::Spanned;
 
 use crate::{
     attach::{ModeRequest, validate_ports, validate_top_sample},
-    lists::{List, parse_cidr},
+    lists::{List, parse_new_cidr},
     loader::MapSizes,
     pins::DEFAULT_PIN_ROOT,
     policy::{DEFAULT_GLOBAL, DEFAULT_PER_PREFIX, DEFAULT_PER_SOURCE, PolicyKind, Rate, RateArgs},
@@ -227,7 +227,7 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Desired> {
      -> anyhow::Result<BTreeSet<IpNet>> {
         let mut set = BTreeSet::new();
         for c in inline {
-            let net = parse_cidr(c.get_ref()).map_err(|e| src.err(c.span(), e))?;
+            let net = parse_new_cidr(c.get_ref()).map_err(|e| src.err(c.span(), e))?;
             set.insert(net);
         }
         for f in files {
@@ -355,9 +355,9 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Desired> {
     let top_sample = match &file.top_sample {
         None => guard_common::config::DEFAULT_TOP_SAMPLE,
         Some(v) => u32::try_from(*v.get_ref())
-            .map_err(|_| anyhow!("out of range"))
+            .map_err(|_| anyhow!("invalid top_sample {}: out of range", v.get_ref()))
             .and_then(validate_top_sample)
-            .map_err(|e| src.err(v.span(), format!("invalid top_sample {}: {e}", v.get_ref())))?,
+            .map_err(|e| src.err(v.span(), e))?,
     };
 
     Ok(Desired {
@@ -390,7 +390,7 @@ pub fn parse_include(path: &Path, body: &str) -> anyhow::Result<BTreeSet<IpNet>>
             continue;
         }
         let net =
-            parse_cidr(line).map_err(|e| anyhow!("{} line {}: {e}", path.display(), i + 1))?;
+            parse_new_cidr(line).map_err(|e| anyhow!("{} line {}: {e}", path.display(), i + 1))?;
         set.insert(net);
     }
     Ok(set)

@@ -44,9 +44,16 @@ impl List {
 }
 
 /// Parses one CIDR (`10.0.0.0/8`, `2001:db8::/32`) or bare address (a host prefix).
-/// Host bits set (`10.0.0.1/8`) are an error that suggests the network.
+/// Host bits set (`10.0.0.1/8`) are an error that suggests the network, and so are
+/// zero-padded IPv4 octets (`010.0.0.1`), which other tools read as octal.
 pub fn parse_cidr(text: &str) -> anyhow::Result<IpNet> {
     let text = text.trim();
+    if let Some(octet) = zero_padded_octet(text) {
+        bail!(
+            "invalid CIDR {text:?}: the octet {octet:?} has a leading zero, which some tools \
+             read as octal; write it without"
+        );
+    }
     let net: IpNet = match text.parse::<IpNet>() {
         Ok(net) => net,
         Err(_) => match text.parse::<std::net::IpAddr>() {
@@ -66,14 +73,63 @@ pub fn parse_cidr(text: &str) -> anyhow::Result<IpNet> {
     Ok(net)
 }
 
+/// The first zero-padded decimal part of a dotted quad (`010` in `010.0.0.1`), or of a prefix
+/// length (`/08`), if any.
+fn zero_padded_octet(text: &str) -> Option<&str> {
+    let (addr, len) = match text.split_once('/') {
+        Some((addr, len)) => (addr, Some(len)),
+        None => (text, None),
+    };
+    // The dotted part: all of an IPv4 address, the tail of an IPv6 one (`::ffff:10.0.0.1`).
+    let dotted = addr.rsplit(':').next().unwrap_or(addr);
+    let parts = dotted.contains('.').then(|| dotted.split('.'));
+    parts
+        .into_iter()
+        .flatten()
+        .chain(len)
+        .find(|p| p.len() > 1 && p.starts_with('0') && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Parses a prefix to add to a list: [`parse_cidr`], and an IPv4-mapped IPv6 prefix
+/// (`::ffff:10.0.0.1`) is refused with its IPv4 form. No packet ever carries a mapped source
+/// (IPv4 clients send their IPv4 address, and the kernel drops IPv6 packets from mapped
+/// addresses), so such an entry would match nothing. Removal takes any prefix
+/// ([`parse_cidr`]), so that an entry added before this check can still be removed.
+pub fn parse_new_cidr(text: &str) -> anyhow::Result<IpNet> {
+    let net = parse_cidr(text)?;
+    if let IpNet::V6(v6) = net
+        && v6.prefix_len() >= 96
+        && let Some(v4) = v6.addr().to_ipv4_mapped()
+    {
+        let ipv4 = Ipv4Net::new(v4, v6.prefix_len() - 96).expect("a prefix of 32 or less");
+        bail!(
+            "{net} is an IPv4-mapped IPv6 prefix, which no packet carries as its source: \
+             IPv4 clients' datagrams carry {ipv4}; add that instead"
+        );
+    }
+    Ok(net)
+}
+
 /// Parses every argument before anything is changed; duplicates collapse.
 pub fn parse_cidrs<S: AsRef<str>>(texts: &[S]) -> anyhow::Result<Vec<IpNet>> {
+    parse_all(texts, parse_cidr)
+}
+
+/// [`parse_cidrs`] for prefixes to add: each by [`parse_new_cidr`].
+pub fn parse_new_cidrs<S: AsRef<str>>(texts: &[S]) -> anyhow::Result<Vec<IpNet>> {
+    parse_all(texts, parse_new_cidr)
+}
+
+fn parse_all<S: AsRef<str>>(
+    texts: &[S],
+    parse: fn(&str) -> anyhow::Result<IpNet>,
+) -> anyhow::Result<Vec<IpNet>> {
     if texts.is_empty() {
         bail!("no CIDR given");
     }
     let mut set = BTreeSet::new();
     for t in texts {
-        set.insert(parse_cidr(t.as_ref())?);
+        set.insert(parse(t.as_ref())?);
     }
     Ok(set.into_iter().collect())
 }
@@ -437,6 +493,16 @@ pub fn remove_all(maps: &mut GuardMaps, list: List, nets: &[IpNet]) -> anyhow::R
     Ok(())
 }
 
+/// The prefixes of `nets` that are not on `list`.
+pub fn missing(maps: &GuardMaps, list: List, nets: &[IpNet]) -> anyhow::Result<Vec<IpNet>> {
+    let present: HashSet<IpNet> = entries(maps, list)?.into_iter().collect();
+    Ok(nets
+        .iter()
+        .filter(|n| !present.contains(n))
+        .copied()
+        .collect())
+}
+
 /// Every prefix on `list`, IPv4 first, sorted.
 pub fn entries(maps: &GuardMaps, list: List) -> anyhow::Result<Vec<IpNet>> {
     let (v4, v6) = tries_ref(maps, list);
@@ -527,6 +593,46 @@ mod tests {
         }
         let e = parse_cidr("10.0.0.1/8").unwrap_err().to_string();
         assert!(e.contains("did you mean 10.0.0.0/8"), "{e}");
+    }
+
+    #[test]
+    fn refuses_zero_padded_octets_everywhere() {
+        for bad in [
+            "010.0.0.0/8",
+            "010.0.0.1",
+            "10.009.0.3",
+            "1.2.3.04/32",
+            "1.2.3.4/08",
+            "::ffff:010.0.0.1",
+        ] {
+            let e = parse_cidr(bad).unwrap_err().to_string();
+            assert!(e.contains("leading zero"), "{bad}: {e}");
+        }
+        for good in [
+            "0.0.0.0/0",
+            "10.0.0.0/8",
+            "100.64.0.0/10",
+            "::ffff:10.0.0.1",
+            "fe80::/10",
+        ] {
+            assert!(parse_cidr(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn refuses_ipv4_mapped_prefixes_to_add_but_removes_them() {
+        let e = parse_new_cidr("::ffff:10.9.0.3").unwrap_err().to_string();
+        assert!(e.contains("carry 10.9.0.3/32"), "{e}");
+        let e = parse_new_cidr("::ffff:10.0.0.0/104")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("carry 10.0.0.0/8"), "{e}");
+        assert!(parse_new_cidrs(&["10.0.0.0/8", "::ffff:1.2.3.4"]).is_err());
+        // Prefixes that merely contain the mapped range are ordinary IPv6 prefixes.
+        assert!(parse_new_cidr("::/0").is_ok());
+        assert!(parse_new_cidr("::/80").is_ok());
+        // Removal takes them, for entries added before the check.
+        assert!(parse_cidrs(&["::ffff:10.9.0.3"]).is_ok());
     }
 
     #[test]

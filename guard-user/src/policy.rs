@@ -138,6 +138,16 @@ pub enum PolicyKind {
     RateLimit,
 }
 
+impl PolicyKind {
+    /// The name operators type: `drop` or `rate-limit`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyKind::Drop => "drop",
+            PolicyKind::RateLimit => "rate-limit",
+        }
+    }
+}
+
 /// Checks a policy request before anything changes.
 pub fn validate(kind: PolicyKind, rates: &RateArgs) -> anyhow::Result<()> {
     if kind == PolicyKind::Drop && rates.any() {

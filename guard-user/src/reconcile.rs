@@ -258,7 +258,7 @@ fn attached(outcomes: Vec<(String, AttachOutcome)>) -> Vec<String> {
                 }
                 Some(name)
             }
-            AttachOutcome::AlreadyAttached => None,
+            AttachOutcome::AlreadyAttached { .. } => None,
         })
         .collect()
 }

@@ -24,6 +24,9 @@ pub struct InterfaceStatus {
     pub link_id: Option<u32>,
     /// `attached`, or `stale` when the interface is gone or the link no longer matches it.
     pub state: &'static str,
+    /// The interface's name now, when it was renamed after the link was pinned (`guard
+    /// attach NEW` moves the pin to the new name).
+    pub renamed_to: Option<String>,
 }
 
 /// The whole status.
@@ -67,9 +70,17 @@ pub fn interfaces(layout: &PinLayout, maps: &GuardMaps) -> anyhow::Result<Vec<In
     let records: Vec<_> = maps.attachments.iter().filter_map(Result::ok).collect();
     let mut interfaces = Vec::new();
     for name in linked_interfaces(layout)? {
-        let ifindex = sys::if_index(&name);
         let details = sys::link_details(&layout.link(&name)).ok();
-        let live = matches!((details, ifindex), (Some(d), Some(i)) if d.ifindex == i);
+        // The link's own interface, by index: a renamed interface is still guarded.
+        let now = details
+            .filter(|d| d.ifindex != 0)
+            .and_then(|d| sys::if_name(d.ifindex));
+        let live = now.is_some();
+        let renamed_to = now.filter(|n| *n != name);
+        let ifindex = match &renamed_to {
+            Some(_) => details.map(|d| d.ifindex),
+            None => sys::if_index(&name),
+        };
         let mode = records
             .iter()
             .find(|(_, a)| attachment_name(a) == name)
@@ -80,6 +91,7 @@ pub fn interfaces(layout: &PinLayout, maps: &GuardMaps) -> anyhow::Result<Vec<In
             mode,
             link_id: details.map(|d| d.id),
             state: if live { "attached" } else { "stale" },
+            renamed_to,
         });
     }
     Ok(interfaces)
@@ -132,11 +144,17 @@ impl Status {
             s.push_str("interfaces:\n");
             for i in &self.interfaces {
                 s.push_str(&format!(
-                    "  {:<16} {:<7} {}\n",
+                    "  {:<16} {:<7} {}",
                     i.name,
                     i.mode.map(AttachedMode::name).unwrap_or("?"),
                     i.state
                 ));
+                if let Some(now) = &i.renamed_to {
+                    s.push_str(&format!(
+                        " (renamed {now}; `guard attach {now}` re-pins it)"
+                    ));
+                }
+                s.push('\n');
             }
         }
         if self.stale_links > 0 {

@@ -121,6 +121,16 @@ fn bad_cidrs_are_rejected_before_anything_else() {
     expect_error(&guard, &["revoke", "10.0.0.1/8"]);
     expect_error(&guard, &["attach", "lo", "--allow", "300.0.0.0/8"]);
     let e = expect_error(&guard, &["ports", "0"]);
+    assert!(e.contains("0 is not a port"), "{e}");
+    // An IPv4-mapped address matches no packet: refused, with the IPv4 form to use.
+    let e = expect_error(&guard, &["allow", "::ffff:10.9.0.3"]);
+    assert!(e.contains("10.9.0.3/32"), "must name the IPv4 form: {e}");
+    // Zero-padded octets, which other tools read as octal, are refused alike everywhere.
+    for padded in ["010.0.0.1", "010.0.0.0/8", "10.0.0.0/08"] {
+        let e = expect_error(&guard, &["allow", padded]);
+        assert!(e.contains("leading zero"), "{padded}: {e}");
+    }
+    let e = expect_error(&guard, &["stats", "--watch", "0"]);
     assert!(e.contains('0'), "{e}");
     assert!(
         !guard.pin_path().exists(),
@@ -169,6 +179,35 @@ fn bad_input_changes_nothing() {
         ),
         // Only the exact prefix counts, not one inside an allowed one.
         (vec!["revoke", "10.77.1.0/24"], Some("10.77.1.0/24")),
+        // Every prefix that is not there is named.
+        (
+            vec!["revoke", "10.9.0.0/16", "10.77.0.0/16", "10.8.0.0/16"],
+            Some("10.8.0.0/16, 10.9.0.0/16 are not on the allowlist"),
+        ),
+        // Mapped addresses: refused on add, with the IPv4 form; alone or in a mix.
+        (vec!["allow", "::ffff:10.78.0.5"], Some("10.78.0.5/32")),
+        (
+            vec!["allow", "10.4.0.0/16", "::ffff:10.0.0.0/104"],
+            Some("10.0.0.0/8"),
+        ),
+        (vec!["deny", "::ffff:198.51.100.7"], Some("198.51.100.7/32")),
+        (vec!["allow", "010.78.0.0/16"], Some("leading zero")),
+        // Switching an attached interface's mode takes a detach: refused, and the port,
+        // allowlist and dry-run asked for in the same call are not applied.
+        (
+            vec![
+                "attach",
+                "v0",
+                "--mode",
+                "skb",
+                "--port",
+                "11212",
+                "--allow",
+                "10.5.0.0/16",
+                "--dry-run",
+            ],
+            Some("guard detach v0"),
+        ),
         (vec!["ports", "0"], Some("0")),
         (vec!["ports", "11211", "0"], Some("0")),
         (too_many, Some("16")),

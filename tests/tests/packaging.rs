@@ -402,7 +402,7 @@ fn syscall_filter(unit: &str) -> BTreeSet<String> {
 fn example_config_is_valid_with_and_without_its_commented_options() {
     let example = packaging("guard.toml");
     let out = check_config(&example);
-    assert!(out.contains("policy Drop"), "{out}");
+    assert!(out.contains("policy drop"), "{out}");
     assert_eq!(
         unit_value(&read("systemd/guard.service"), "Service", "ExecStart"),
         "/usr/local/bin/guard --config /etc/guard/guard.toml run",
@@ -442,7 +442,7 @@ fn example_config_is_valid_with_and_without_its_commented_options() {
     let path = dir.path().join("guard.toml");
     std::fs::write(&path, &all).expect("writing the uncommented config");
     let out = check_config(&path);
-    assert!(out.contains("policy RateLimit"), "{out}\n{all}");
+    assert!(out.contains("policy rate-limit"), "{out}\n{all}");
     assert!(out.contains("1 denylisted"), "{out}");
 }
 
