@@ -119,14 +119,19 @@ pub enum AttachOutcome {
         mode: AttachedMode,
         /// Native was tried first and failed for this reason.
         fell_back: Option<String>,
+        /// The interface that had this name before a rename, and is now called this: its
+        /// link stays, pinned under its new name.
+        displaced: Option<String>,
     },
     /// Already attached by guard; left as it was.
     AlreadyAttached {
         /// The mode it was attached in, as recorded.
         mode: Option<AttachedMode>,
-        /// The name its link was pinned under before the interface was renamed (the pin now
-        /// has the current name).
+        /// The name its link is pinned under, when the interface was renamed since; the
+        /// pin now has the current name unless `still_pinned_as_old`.
         renamed_from: Option<String>,
+        /// The pin could not take the new name (another pin has it).
+        still_pinned_as_old: bool,
     },
 }
 
@@ -208,7 +213,8 @@ pub fn attach(
     layout.prepare()?;
     let lock = Lock::acquire(layout)?;
     if existed && layout.is_loaded() {
-        check_modes(&GuardMaps::open(layout)?, layout, request.mode, &interfaces)?;
+        check_modes(&GuardMaps::open(layout)?, layout, request.mode, &interfaces)
+            .map_err(|e| anyhow!("{e}: nothing was changed"))?;
     }
     let result = attach_locked(&lock, layout, request, &interfaces, ports.as_deref(), store);
     if result.is_err() && !existed {
@@ -300,9 +306,28 @@ pub(crate) fn attach_locked(
     if failure.is_none()
         && let Some(store) = store
     {
-        let mut changes = vec![Change::AddInterfaces(
-            interfaces.iter().map(|(n, _)| n.clone()).collect(),
-        )];
+        let mut names: Vec<String> = interfaces.iter().map(|(n, _)| n.clone()).collect();
+        let mut renamed_from = Vec::new();
+        for (_, outcome) in &done {
+            match outcome {
+                // A renamed interface that stays guarded is recorded by its new name.
+                AttachOutcome::Attached {
+                    displaced: Some(now),
+                    ..
+                } => names.push(now.clone()),
+                AttachOutcome::AlreadyAttached {
+                    renamed_from: Some(old),
+                    still_pinned_as_old: false,
+                    ..
+                } => renamed_from.push(old.clone()),
+                _ => {}
+            }
+        }
+        let mut changes = Vec::new();
+        if !renamed_from.is_empty() {
+            changes.push(Change::RemoveInterfaces(renamed_from));
+        }
+        changes.push(Change::AddInterfaces(names));
         if let Some(ports) = ports {
             changes.push(Change::Ports(ports.to_vec()));
         }
@@ -342,26 +367,32 @@ fn attach_one(
 ) -> anyhow::Result<AttachOutcome> {
     let pin = layout.link(name);
     if let Some(old) = guarding_pin(layout, name, index) {
-        let renamed_from = (old != name).then(|| {
-            // Renamed since: the pin and the record follow the interface's name.
-            repin(layout, maps, &old, name, index);
-            old
-        });
+        // Renamed since: the pin and the record follow the interface's name.
+        let moved = old == name || repin(layout, maps, &old, name, index);
         return Ok(AttachOutcome::AlreadyAttached {
             mode: recorded_mode(maps, index),
-            renamed_from,
+            renamed_from: (old != name).then_some(old),
+            still_pinned_as_old: !moved,
         });
     }
+    let mut displaced = None;
     if pin.exists() {
         // The pin's interface now has another name: renamed, and this name reused.
         let renamed = sys::link_details(&pin)
             .ok()
             .filter(|d| d.ifindex != 0)
-            .and_then(|d| Some((d.ifindex, sys::if_name(d.ifindex)?)))
-            .filter(|(_, now)| !layout.link(now).exists());
+            .and_then(|d| Some((d.ifindex, sys::if_name(d.ifindex)?)));
         match renamed {
-            // Its link follows it to its new name.
-            Some((other, now)) => repin(layout, maps, name, &now, other),
+            // Its link follows it to its new name; it must, for this name's pin.
+            Some((other, now)) => {
+                if !repin(layout, maps, name, &now, other) {
+                    bail!(
+                        "the link pinned as {name} guards {now} (renamed from {name}), and a \
+                         pin named {now} exists too: `guard detach` one of them first"
+                    );
+                }
+                displaced = Some(now);
+            }
             // Stale: the interface went away.
             None => remove_link(layout, maps, name)?,
         }
@@ -417,12 +448,16 @@ fn attach_one(
     maps.attachments
         .insert(index, record, 0)
         .context("recording the attachment")?;
-    Ok(AttachOutcome::Attached { mode, fell_back })
+    Ok(AttachOutcome::Attached {
+        mode,
+        fell_back,
+        displaced,
+    })
 }
 
 /// Refuses an interface already guarded in another mode than the one asked for, before
 /// anything changes: switching modes means a moment unguarded, so it takes a detach.
-fn check_modes(
+pub(crate) fn check_modes(
     maps: &GuardMaps,
     layout: &PinLayout,
     request: ModeRequest,
@@ -438,7 +473,7 @@ fn check_modes(
         {
             bail!(
                 "{name} is already guarded in {} mode; to switch it to {} mode, `guard detach \
-                 {name}` and attach it again: nothing was changed",
+                 {name}` and attach it again",
                 mode.name(),
                 wanted.name()
             );
@@ -481,16 +516,21 @@ fn recorded_mode(maps: &GuardMaps, index: u32) -> Option<AttachedMode> {
 }
 
 /// Moves the link pinned as `from` to the name `to` (the interface's name now), and its
-/// record with it. Best effort: a link left under its old name still guards its interface.
-fn repin(layout: &PinLayout, maps: &mut GuardMaps, from: &str, to: &str, index: u32) {
+/// record with it; false, changing nothing, when a pin named `to` exists (replacing it would
+/// detach its link) or the rename fails. Call with the lock held: only guard writes pins.
+fn repin(layout: &PinLayout, maps: &mut GuardMaps, from: &str, to: &str, index: u32) -> bool {
+    if layout.link(to).exists() {
+        return false;
+    }
     if let Err(e) = std::fs::rename(layout.link(from), layout.link(to)) {
         log::warn!("re-pinning the link of {from} as {to}: {e}");
-        return;
+        return false;
     }
     if let Ok(mut record) = maps.attachments.get(&index, 0) {
         set_record_name(&mut record, to);
         let _ = maps.attachments.insert(index, record, 0);
     }
+    true
 }
 
 /// Records an interface name in an attachment (NUL-terminated, cut to fit).
@@ -576,53 +616,85 @@ pub fn require_loaded(layout: &PinLayout) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One interface [`detach`] detached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Detached {
+    /// The name asked for (the pin's name with `--all`).
+    pub name: String,
+    /// The name its link was pinned under, when it differs (renamed since).
+    pub pinned_as: Option<String>,
+}
+
 /// Detaches guard from the named interfaces (all must be attached), or from all; with a
 /// `store`, the config file forgets them in the same step.
+///
+/// A name is the interface's: its link is found on it whatever name the link was pinned
+/// under. A pin whose own name no interface has any more (a stale link, or the name of an
+/// interface before a rename) can be named too.
 pub fn detach(
     layout: &PinLayout,
     interfaces: &[String],
     all: bool,
     store: Option<&ConfigStore>,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Vec<Detached>> {
     require_loaded(layout)?;
     let _lock = Lock::acquire(layout)?;
     let linked = linked_interfaces(layout)?;
-    let targets: Vec<String> = if all {
-        linked
+    let mut targets: Vec<(String, String)> = Vec::new();
+    if all {
+        targets = linked.iter().map(|p| (p.clone(), p.clone())).collect();
     } else {
         if interfaces.is_empty() {
             bail!("name the interfaces to detach, or use --all");
         }
-        let mut targets = Vec::new();
         for name in interfaces {
-            // The pin of that name, or of the interface's name before a rename.
-            let pin = if linked.contains(name) {
-                Some(name.clone())
-            } else {
-                sys::if_index(name).and_then(|i| guarding_pin(layout, name, i))
-            };
-            match pin {
-                Some(pin) if !targets.contains(&pin) => targets.push(pin),
-                Some(_) => {}
+            let index = sys::if_index(name);
+            let pin = match index.and_then(|i| guarding_pin(layout, name, i)) {
+                Some(pin) => pin,
+                None if linked.contains(name) => {
+                    let guards = sys::link_details(&layout.link(name))
+                        .ok()
+                        .filter(|d| d.ifindex != 0)
+                        .and_then(|d| sys::if_name(d.ifindex));
+                    if let (Some(_), Some(now)) = (index, guards) {
+                        bail!(
+                            "guard is not attached to {name:?}: the link pinned as {name} guards \
+                             {now}, renamed since (`guard detach {now}` detaches it); nothing \
+                             was detached"
+                        );
+                    }
+                    name.clone()
+                }
                 None => bail!("guard is not attached to {name:?}: nothing was detached"),
+            };
+            if !targets.iter().any(|(_, p)| *p == pin) {
+                targets.push((name.clone(), pin));
             }
         }
-        targets
-    };
+    }
     let mut maps = GuardMaps::open(layout)?;
     let snapshot = store.map(ConfigStore::snapshot).transpose()?;
     if let Some(store) = store {
-        store.apply(&[Change::RemoveInterfaces(targets.clone())])?;
+        let mut names: Vec<String> = targets.iter().map(|(_, p)| p.clone()).collect();
+        names.extend(targets.iter().map(|(n, _)| n.clone()));
+        names.dedup();
+        store.apply(&[Change::RemoveInterfaces(names)])?;
     }
-    for name in &targets {
-        if let Err(e) = remove_link(layout, &mut maps, name) {
+    for (_, pin) in &targets {
+        if let Err(e) = remove_link(layout, &mut maps, pin) {
             if let (Some(store), Some(text)) = (store, &snapshot) {
                 let _ = store.restore(text);
             }
             return Err(e);
         }
     }
-    Ok(targets)
+    Ok(targets
+        .into_iter()
+        .map(|(name, pin)| Detached {
+            pinned_as: (pin != name).then_some(pin),
+            name,
+        })
+        .collect())
 }
 
 /// Detaches everywhere and removes every pin: the guard is gone, allowlist included.

@@ -347,21 +347,41 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             privileges::require_attach()?;
             for (name, outcome) in attach::attach(&layout, &request, store()?.as_ref())? {
                 match outcome {
-                    AttachOutcome::Attached { mode, fell_back } => match fell_back {
-                        Some(reason) => println!(
-                            "{name}: attached in {} mode (native XDP unavailable: {reason})",
-                            mode.name()
-                        ),
-                        None => println!("{name}: attached in {} mode", mode.name()),
-                    },
-                    AttachOutcome::AlreadyAttached { mode, renamed_from } => {
-                        let mode = mode.map_or(String::new(), |m| format!(" in {} mode", m.name()));
-                        match renamed_from {
-                            Some(old) => println!(
-                                "{name}: already attached{mode} (as {old}, its name before a \
-                                 rename; now pinned as {name})"
+                    AttachOutcome::Attached {
+                        mode,
+                        fell_back,
+                        displaced,
+                    } => {
+                        match fell_back {
+                            Some(reason) => println!(
+                                "{name}: attached in {} mode (native XDP unavailable: {reason})",
+                                mode.name()
                             ),
-                            None => println!("{name}: already attached{mode}"),
+                            None => println!("{name}: attached in {} mode", mode.name()),
+                        }
+                        if let Some(now) = displaced {
+                            println!(
+                                "{now}: still attached (it was {name} before a rename; its link \
+                                 is now pinned as {now})"
+                            );
+                        }
+                    }
+                    AttachOutcome::AlreadyAttached {
+                        mode,
+                        renamed_from,
+                        still_pinned_as_old,
+                    } => {
+                        let mode = mode.map_or(String::new(), |m| format!(" in {} mode", m.name()));
+                        match (renamed_from, still_pinned_as_old) {
+                            (Some(old), false) => println!(
+                                "{name}: already attached{mode} (pinned as {old}, its name \
+                                 before a rename; now pinned as {name})"
+                            ),
+                            (Some(old), true) => println!(
+                                "{name}: already attached{mode} (pinned as {old}, its name \
+                                 before a rename; a pin named {name} exists, so it stays so)"
+                            ),
+                            (None, _) => println!("{name}: already attached{mode}"),
                         }
                     }
                 }
@@ -369,8 +389,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Detach { interfaces, all } => {
             privileges::require_attach()?;
-            for name in attach::detach(&layout, &interfaces, all, store()?.as_ref())? {
-                println!("{name}: detached");
+            for d in attach::detach(&layout, &interfaces, all, store()?.as_ref())? {
+                match d.pinned_as {
+                    Some(pin) => println!("{}: detached (its link was pinned as {pin})", d.name),
+                    None => println!("{}: detached", d.name),
+                }
             }
         }
         Command::Unload => {

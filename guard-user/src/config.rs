@@ -24,7 +24,7 @@ use toml::Spanned;
 
 use crate::{
     attach::{ModeRequest, validate_ports, validate_top_sample},
-    lists::{List, parse_new_cidr},
+    lists::{List, doubt, parse_cidr},
     loader::MapSizes,
     pins::DEFAULT_PIN_ROOT,
     policy::{DEFAULT_GLOBAL, DEFAULT_PER_PREFIX, DEFAULT_PER_SOURCE, PolicyKind, Rate, RateArgs},
@@ -227,7 +227,12 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Desired> {
      -> anyhow::Result<BTreeSet<IpNet>> {
         let mut set = BTreeSet::new();
         for c in inline {
-            let net = parse_new_cidr(c.get_ref()).map_err(|e| src.err(c.span(), e))?;
+            let net = parse_cidr(c.get_ref()).map_err(|e| src.err(c.span(), e))?;
+            if let Some(why) = doubt(c.get_ref().trim(), net) {
+                // Loaded as before (the command line refuses these): a file that loaded
+                // before still does.
+                log::warn!("{} line {}: {why}", path.display(), src.line(c.span()));
+            }
             set.insert(net);
         }
         for f in files {
@@ -390,7 +395,10 @@ pub fn parse_include(path: &Path, body: &str) -> anyhow::Result<BTreeSet<IpNet>>
             continue;
         }
         let net =
-            parse_new_cidr(line).map_err(|e| anyhow!("{} line {}: {e}", path.display(), i + 1))?;
+            parse_cidr(line).map_err(|e| anyhow!("{} line {}: {e}", path.display(), i + 1))?;
+        if let Some(why) = doubt(line, net) {
+            log::warn!("{} line {}: {why}", path.display(), i + 1);
+        }
         set.insert(net);
     }
     Ok(set)
@@ -427,6 +435,17 @@ pin_path = "/sys/fs/bpf/guard"
         assert_eq!(d.pin_path, Path::new("/sys/fs/bpf/guard"));
         assert_eq!(d.policy, PolicyKind::Drop);
         assert!(!d.dry_run && !d.detach_on_exit);
+    }
+
+    #[test]
+    fn prefixes_the_command_line_refuses_still_load_from_a_file() {
+        // Files written before guard refused these (by `guard allow`, or by hand) keep
+        // loading, as they always read: a daemon must not stop at an upgrade.
+        let d =
+            parse_str("interfaces = [\"eth0\"]\nallow = [\"::ffff:10.0.0.1\", \"010.0.0.0/8\"]\n")
+                .unwrap();
+        let allow: Vec<String> = d.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(allow, ["10.0.0.0/8", "::ffff:10.0.0.1/128"]);
     }
 
     #[test]

@@ -145,7 +145,10 @@ async fn serve(config_path: &Path) -> anyhow::Result<()> {
     }
 
     if desired.detach_on_exit {
-        let names = attach::detach(&layout, &[], true, None)?;
+        let names: Vec<String> = attach::detach(&layout, &[], true, None)?
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
         log::info!(
             "stopping: detached from {} (detach_on_exit)",
             names.join(",")

@@ -44,16 +44,19 @@ impl List {
 }
 
 /// Parses one CIDR (`10.0.0.0/8`, `2001:db8::/32`) or bare address (a host prefix).
-/// Host bits set (`10.0.0.1/8`) are an error that suggests the network, and so are
-/// zero-padded IPv4 octets (`010.0.0.1`), which other tools read as octal.
+/// Host bits set (`10.0.0.1/8`) are an error that suggests the network. Zero-padded octets
+/// are read as decimal (`010.0.0.0/8` is 10.0.0.0/8): [`parse_new_cidr`], for what an
+/// operator types, refuses them.
 pub fn parse_cidr(text: &str) -> anyhow::Result<IpNet> {
     let text = text.trim();
-    if let Some(octet) = zero_padded_octet(text) {
-        bail!(
-            "invalid CIDR {text:?}: the octet {octet:?} has a leading zero, which some tools \
-             read as octal; write it without"
-        );
-    }
+    // A bare address with zero-padded octets: std refuses what ipnet reads as decimal.
+    let as_prefix;
+    let text = if zero_padded_octet(text).is_some() && !text.contains('/') {
+        as_prefix = format!("{text}/{}", if text.contains(':') { 128 } else { 32 });
+        as_prefix.as_str()
+    } else {
+        text
+    };
     let net: IpNet = match text.parse::<IpNet>() {
         Ok(net) => net,
         Err(_) => match text.parse::<std::net::IpAddr>() {
@@ -90,24 +93,39 @@ fn zero_padded_octet(text: &str) -> Option<&str> {
         .find(|p| p.len() > 1 && p.starts_with('0') && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Parses a prefix to add to a list: [`parse_cidr`], and an IPv4-mapped IPv6 prefix
-/// (`::ffff:10.0.0.1`) is refused with its IPv4 form. No packet ever carries a mapped source
-/// (IPv4 clients send their IPv4 address, and the kernel drops IPv6 packets from mapped
-/// addresses), so such an entry would match nothing. Removal takes any prefix
-/// ([`parse_cidr`]), so that an entry added before this check can still be removed.
+/// Parses a prefix an operator adds on the command line: [`parse_cidr`], refusing what
+/// [`doubt`] finds. Removal and config files take any prefix [`parse_cidr`] takes, so that
+/// entries added before these checks still load and can still be removed.
 pub fn parse_new_cidr(text: &str) -> anyhow::Result<IpNet> {
     let net = parse_cidr(text)?;
+    if let Some(why) = doubt(text.trim(), net) {
+        bail!("{why}");
+    }
+    Ok(net)
+}
+
+/// Why a valid prefix is probably not what its writer meant, if it is not:
+/// - zero-padded octets (`010.0.0.1`), which other tools read as octal;
+/// - an IPv4-mapped IPv6 prefix (`::ffff:10.0.0.1`), which matches nothing: IPv4 clients'
+///   packets carry their IPv4 address, and the kernel drops IPv6 packets from mapped ones.
+pub fn doubt(text: &str, net: IpNet) -> Option<String> {
+    if let Some(octet) = zero_padded_octet(text) {
+        return Some(format!(
+            "{text:?}: the octet {octet:?} has a leading zero, which some tools read as octal \
+             (guard reads {net}); write it without"
+        ));
+    }
     if let IpNet::V6(v6) = net
         && v6.prefix_len() >= 96
         && let Some(v4) = v6.addr().to_ipv4_mapped()
+        && let Ok(ipv4) = Ipv4Net::new(v4, v6.prefix_len() - 96)
     {
-        let ipv4 = Ipv4Net::new(v4, v6.prefix_len() - 96).expect("a prefix of 32 or less");
-        bail!(
+        return Some(format!(
             "{net} is an IPv4-mapped IPv6 prefix, which no packet carries as its source: \
-             IPv4 clients' datagrams carry {ipv4}; add that instead"
-        );
+             IPv4 clients' datagrams carry {ipv4}; use that instead"
+        ));
     }
-    Ok(net)
+    None
 }
 
 /// Parses every argument before anything is changed; duplicates collapse.
@@ -596,26 +614,30 @@ mod tests {
     }
 
     #[test]
-    fn refuses_zero_padded_octets_everywhere() {
-        for bad in [
-            "010.0.0.0/8",
-            "010.0.0.1",
-            "10.009.0.3",
-            "1.2.3.04/32",
-            "1.2.3.4/08",
-            "::ffff:010.0.0.1",
+    fn refuses_zero_padded_octets_to_add_and_reads_them_as_decimal() {
+        for (padded, read) in [
+            ("010.0.0.0/8", "10.0.0.0/8"),
+            ("010.0.0.1", "10.0.0.1/32"),
+            ("10.009.0.3", "10.9.0.3/32"),
+            ("1.2.3.04/32", "1.2.3.4/32"),
+            ("1.0.0.0/08", "1.0.0.0/8"),
         ] {
-            let e = parse_cidr(bad).unwrap_err().to_string();
-            assert!(e.contains("leading zero"), "{bad}: {e}");
+            let e = parse_new_cidr(padded).unwrap_err().to_string();
+            assert!(e.contains("leading zero"), "{padded}: {e}");
+            // Config files and removal read them as they always did (host bits checked).
+            match parse_cidr(padded) {
+                Ok(net) => assert_eq!(net.to_string(), read),
+                Err(e) => assert!(e.to_string().contains(read), "{padded}: {e}"),
+            }
         }
         for good in [
             "0.0.0.0/0",
             "10.0.0.0/8",
             "100.64.0.0/10",
-            "::ffff:10.0.0.1",
             "fe80::/10",
+            "2001:db8::10",
         ] {
-            assert!(parse_cidr(good).is_ok(), "{good}");
+            assert!(parse_new_cidr(good).is_ok(), "{good}");
         }
     }
 
@@ -631,8 +653,10 @@ mod tests {
         // Prefixes that merely contain the mapped range are ordinary IPv6 prefixes.
         assert!(parse_new_cidr("::/0").is_ok());
         assert!(parse_new_cidr("::/80").is_ok());
-        // Removal takes them, for entries added before the check.
+        // Removal and config files take them, for entries added before the check.
         assert!(parse_cidrs(&["::ffff:10.9.0.3"]).is_ok());
+        let net = parse_cidr("::ffff:10.9.0.3").unwrap();
+        assert!(doubt("::ffff:10.9.0.3", net).is_some());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 
 use crate::{
     attach::{
-        AttachOutcome, AttachRequest, attach_locked, linked_interfaces, remove_link,
+        AttachOutcome, AttachRequest, attach_locked, check_modes, linked_interfaces, remove_link,
         sync_deny_flag, unload,
     },
     config::{self, Desired},
@@ -189,6 +189,10 @@ fn reconcile_locked(lock: &Lock, layout: &PinLayout, desired: &Desired) -> anyho
     let mut maps = GuardMaps::open(layout)?;
     if !report.loaded {
         warn_on_sizes(layout, desired);
+        // The config's mode applies when an interface is attached; a live link keeps its own.
+        if let Err(e) = check_modes(&maps, layout, desired.mode, &present) {
+            log::warn!("{e} (the config's mode applies at attach)");
+        }
     }
 
     // Additions first, so that nothing allowlisted in both the old and new state is dropped.
@@ -248,7 +252,9 @@ fn attached(outcomes: Vec<(String, AttachOutcome)>) -> Vec<String> {
     outcomes
         .into_iter()
         .filter_map(|(name, o)| match o {
-            AttachOutcome::Attached { mode, fell_back } => {
+            AttachOutcome::Attached {
+                mode, fell_back, ..
+            } => {
                 match fell_back {
                     Some(reason) => log::warn!(
                         "{name}: attached in {} mode (native XDP unavailable: {reason})",
