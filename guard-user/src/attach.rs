@@ -100,6 +100,10 @@ pub struct AttachRequest {
     pub top_sample: Option<u32>,
     /// Capacities of the load-time sized maps; only a fresh load can apply them.
     pub sizes: Option<MapSizes>,
+    /// When a link is pinned under an interface's name but guards another interface (renamed
+    /// since, the name reused): detach it and attach the interface that has the name now
+    /// (`guard run`, whose config names the interfaces), rather than refuse (the CLI).
+    pub by_name: bool,
 }
 
 /// Validates a top-talker sampling interval.
@@ -119,19 +123,14 @@ pub enum AttachOutcome {
         mode: AttachedMode,
         /// Native was tried first and failed for this reason.
         fell_back: Option<String>,
-        /// The interface that had this name before a rename, and is now called this: its
-        /// link stays, pinned under its new name.
-        displaced: Option<String>,
     },
     /// Already attached by guard; left as it was.
     AlreadyAttached {
         /// The mode it was attached in, as recorded.
         mode: Option<AttachedMode>,
-        /// The name its link is pinned under, when the interface was renamed since; the
-        /// pin now has the current name unless `still_pinned_as_old`.
-        renamed_from: Option<String>,
-        /// The pin could not take the new name (another pin has it).
-        still_pinned_as_old: bool,
+        /// The name its link is pinned under, when that is not the interface's name now
+        /// (renamed since).
+        pinned_as: Option<String>,
     },
 }
 
@@ -295,7 +294,7 @@ pub(crate) fn attach_locked(
     let mut done: Vec<(String, AttachOutcome)> = Vec::new();
     let mut failure = None;
     for (name, index) in interfaces {
-        match attach_one(layout, &mut program, &mut maps, name, *index, request.mode) {
+        match attach_one(layout, &mut program, &mut maps, name, *index, request) {
             Ok(outcome) => done.push((name.clone(), outcome)),
             Err(e) => {
                 failure = Some(e);
@@ -306,28 +305,9 @@ pub(crate) fn attach_locked(
     if failure.is_none()
         && let Some(store) = store
     {
-        let mut names: Vec<String> = interfaces.iter().map(|(n, _)| n.clone()).collect();
-        let mut renamed_from = Vec::new();
-        for (_, outcome) in &done {
-            match outcome {
-                // A renamed interface that stays guarded is recorded by its new name.
-                AttachOutcome::Attached {
-                    displaced: Some(now),
-                    ..
-                } => names.push(now.clone()),
-                AttachOutcome::AlreadyAttached {
-                    renamed_from: Some(old),
-                    still_pinned_as_old: false,
-                    ..
-                } => renamed_from.push(old.clone()),
-                _ => {}
-            }
-        }
-        let mut changes = Vec::new();
-        if !renamed_from.is_empty() {
-            changes.push(Change::RemoveInterfaces(renamed_from));
-        }
-        changes.push(Change::AddInterfaces(names));
+        let mut changes = vec![Change::AddInterfaces(
+            interfaces.iter().map(|(n, _)| n.clone()).collect(),
+        )];
         if let Some(ports) = ports {
             changes.push(Change::Ports(ports.to_vec()));
         }
@@ -363,42 +343,36 @@ fn attach_one(
     maps: &mut GuardMaps,
     name: &str,
     index: u32,
-    request: ModeRequest,
+    request: &AttachRequest,
 ) -> anyhow::Result<AttachOutcome> {
     let pin = layout.link(name);
-    if let Some(old) = guarding_pin(layout, name, index) {
-        // Renamed since: the pin and the record follow the interface's name.
-        let moved = old == name || repin(layout, maps, &old, name, index);
+    if let Some(pinned) = guarding_pin(layout, name, index) {
         return Ok(AttachOutcome::AlreadyAttached {
             mode: recorded_mode(maps, index),
-            renamed_from: (old != name).then_some(old),
-            still_pinned_as_old: !moved,
+            pinned_as: (pinned != name).then_some(pinned),
         });
     }
-    let mut displaced = None;
     if pin.exists() {
-        // The pin's interface now has another name: renamed, and this name reused.
-        let renamed = sys::link_details(&pin)
-            .ok()
-            .filter(|d| d.ifindex != 0)
-            .and_then(|d| Some((d.ifindex, sys::if_name(d.ifindex)?)));
-        match renamed {
-            // Its link follows it to its new name; it must, for this name's pin.
-            Some((other, now)) => {
-                if !repin(layout, maps, name, &now, other) {
-                    bail!(
-                        "the link pinned as {name} guards {now} (renamed from {name}), and a \
-                         pin named {now} exists too: `guard detach` one of them first"
-                    );
-                }
-                displaced = Some(now);
+        match guarded_interface(layout, name) {
+            // Renamed since, and the name reused: the link still guards its interface.
+            Some(now) if !request.by_name => bail!(
+                "the link pinned as {name} guards {now}, which was {name} before a rename; \
+                 guard does not detach {now} for the new {name}: `guard detach {now}` first, \
+                 then attach both"
+            ),
+            Some(now) => {
+                log::warn!(
+                    "detaching {now} (pinned as {name}, its name before a rename): the config \
+                     names {name}, which is another interface now"
+                );
+                remove_link(layout, maps, name)?;
             }
             // Stale: the interface went away.
             None => remove_link(layout, maps, name)?,
         }
     }
     let xdp = program.xdp()?;
-    let attempts: &[(XdpMode, AttachedMode)] = match request {
+    let attempts: &[(XdpMode, AttachedMode)] = match request.mode {
         ModeRequest::Auto => &[
             (XdpMode::Driver, AttachedMode::Native),
             (XdpMode::Skb, AttachedMode::Skb),
@@ -420,7 +394,7 @@ fn attach_one(
             ),
             Err(e) => {
                 let reason = describe(&e);
-                if *mode == AttachedMode::Native && request == ModeRequest::Auto {
+                if *mode == AttachedMode::Native && request.mode == ModeRequest::Auto {
                     log::warn!("{name}: native XDP failed ({reason}); falling back to skb mode");
                     fell_back = Some(reason);
                 } else {
@@ -448,11 +422,7 @@ fn attach_one(
     maps.attachments
         .insert(index, record, 0)
         .context("recording the attachment")?;
-    Ok(AttachOutcome::Attached {
-        mode,
-        fell_back,
-        displaced,
-    })
+    Ok(AttachOutcome::Attached { mode, fell_back })
 }
 
 /// Refuses an interface already guarded in another mode than the one asked for, before
@@ -515,22 +485,13 @@ fn recorded_mode(maps: &GuardMaps, index: u32) -> Option<AttachedMode> {
         .and_then(|a| AttachedMode::from_code(a.mode))
 }
 
-/// Moves the link pinned as `from` to the name `to` (the interface's name now), and its
-/// record with it; false, changing nothing, when a pin named `to` exists (replacing it would
-/// detach its link) or the rename fails. Call with the lock held: only guard writes pins.
-fn repin(layout: &PinLayout, maps: &mut GuardMaps, from: &str, to: &str, index: u32) -> bool {
-    if layout.link(to).exists() {
-        return false;
-    }
-    if let Err(e) = std::fs::rename(layout.link(from), layout.link(to)) {
-        log::warn!("re-pinning the link of {from} as {to}: {e}");
-        return false;
-    }
-    if let Ok(mut record) = maps.attachments.get(&index, 0) {
-        set_record_name(&mut record, to);
-        let _ = maps.attachments.insert(index, record, 0);
-    }
-    true
+/// The interface the link pinned as `pin` is on, by its name now; `None` when it is gone
+/// (a stale link).
+pub(crate) fn guarded_interface(layout: &PinLayout, pin: &str) -> Option<String> {
+    sys::link_details(&layout.link(pin))
+        .ok()
+        .filter(|d| d.ifindex != 0)
+        .and_then(|d| sys::if_name(d.ifindex))
 }
 
 /// Records an interface name in an attachment (NUL-terminated, cut to fit).
@@ -648,25 +609,7 @@ pub fn detach(
             bail!("name the interfaces to detach, or use --all");
         }
         for name in interfaces {
-            let index = sys::if_index(name);
-            let pin = match index.and_then(|i| guarding_pin(layout, name, i)) {
-                Some(pin) => pin,
-                None if linked.contains(name) => {
-                    let guards = sys::link_details(&layout.link(name))
-                        .ok()
-                        .filter(|d| d.ifindex != 0)
-                        .and_then(|d| sys::if_name(d.ifindex));
-                    if let (Some(_), Some(now)) = (index, guards) {
-                        bail!(
-                            "guard is not attached to {name:?}: the link pinned as {name} guards \
-                             {now}, renamed since (`guard detach {now}` detaches it); nothing \
-                             was detached"
-                        );
-                    }
-                    name.clone()
-                }
-                None => bail!("guard is not attached to {name:?}: nothing was detached"),
-            };
+            let pin = detach_target(layout, &linked, name)?;
             if !targets.iter().any(|(_, p)| *p == pin) {
                 targets.push((name.clone(), pin));
             }
@@ -675,9 +618,15 @@ pub fn detach(
     let mut maps = GuardMaps::open(layout)?;
     let snapshot = store.map(ConfigStore::snapshot).transpose()?;
     if let Some(store) = store {
-        let mut names: Vec<String> = targets.iter().map(|(_, p)| p.clone()).collect();
-        names.extend(targets.iter().map(|(n, _)| n.clone()));
-        names.dedup();
+        // The config knows a link by its pin's name; the name asked for goes too, unless
+        // another link is pinned under it (names swapped by renames).
+        let pins: Vec<&String> = targets.iter().map(|(_, p)| p).collect();
+        let mut names: Vec<String> = pins.iter().map(|p| (*p).clone()).collect();
+        for (name, _) in &targets {
+            if !names.contains(name) && (!linked.contains(name) || pins.contains(&name)) {
+                names.push(name.clone());
+            }
+        }
         store.apply(&[Change::RemoveInterfaces(names)])?;
     }
     for (_, pin) in &targets {
@@ -695,6 +644,30 @@ pub fn detach(
             name,
         })
         .collect())
+}
+
+/// The link pin `guard detach NAME` means: the pin of that name when its link is on the
+/// interface of that name, or that interface is gone (a stale link), or no interface has the
+/// name (the interface's name before a rename); else the pin of the link on the interface
+/// of that name, whatever its pin's name.
+fn detach_target(layout: &PinLayout, linked: &[String], name: &str) -> anyhow::Result<String> {
+    let index = sys::if_index(name);
+    if linked.iter().any(|p| p == name) {
+        match (index, guarded_interface(layout, name)) {
+            (Some(_), Some(now)) if now != name => {}
+            _ => return Ok(name.to_owned()),
+        }
+    }
+    if let Some(pin) = index.and_then(|i| guarding_pin(layout, name, i)) {
+        return Ok(pin);
+    }
+    match guarded_interface(layout, name) {
+        Some(now) if linked.iter().any(|p| p == name) => bail!(
+            "guard is not attached to {name:?}: the link pinned as {name} guards {now}, renamed \
+             since (`guard detach {now}` detaches it); nothing was detached"
+        ),
+        _ => bail!("guard is not attached to {name:?}: nothing was detached"),
+    }
 }
 
 /// Detaches everywhere and removes every pin: the guard is gone, allowlist included.

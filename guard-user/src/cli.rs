@@ -338,6 +338,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 rates,
                 top_sample,
                 sizes,
+                by_name: false,
             };
             // Arguments first (unknown interfaces, bad ports), then privileges.
             attach::resolve_interfaces(&request.interfaces)?;
@@ -347,41 +348,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             privileges::require_attach()?;
             for (name, outcome) in attach::attach(&layout, &request, store()?.as_ref())? {
                 match outcome {
-                    AttachOutcome::Attached {
-                        mode,
-                        fell_back,
-                        displaced,
-                    } => {
-                        match fell_back {
-                            Some(reason) => println!(
-                                "{name}: attached in {} mode (native XDP unavailable: {reason})",
-                                mode.name()
-                            ),
-                            None => println!("{name}: attached in {} mode", mode.name()),
-                        }
-                        if let Some(now) = displaced {
-                            println!(
-                                "{now}: still attached (it was {name} before a rename; its link \
-                                 is now pinned as {now})"
-                            );
-                        }
-                    }
-                    AttachOutcome::AlreadyAttached {
-                        mode,
-                        renamed_from,
-                        still_pinned_as_old,
-                    } => {
+                    AttachOutcome::Attached { mode, fell_back } => match fell_back {
+                        Some(reason) => println!(
+                            "{name}: attached in {} mode (native XDP unavailable: {reason})",
+                            mode.name()
+                        ),
+                        None => println!("{name}: attached in {} mode", mode.name()),
+                    },
+                    AttachOutcome::AlreadyAttached { mode, pinned_as } => {
                         let mode = mode.map_or(String::new(), |m| format!(" in {} mode", m.name()));
-                        match (renamed_from, still_pinned_as_old) {
-                            (Some(old), false) => println!(
-                                "{name}: already attached{mode} (pinned as {old}, its name \
-                                 before a rename; now pinned as {name})"
+                        match pinned_as {
+                            Some(old) => println!(
+                                "{name}: already attached{mode} (its link is pinned as {old}, its \
+                                 name before a rename)"
                             ),
-                            (Some(old), true) => println!(
-                                "{name}: already attached{mode} (pinned as {old}, its name \
-                                 before a rename; a pin named {name} exists, so it stays so)"
-                            ),
-                            (None, _) => println!("{name}: already attached{mode}"),
+                            None => println!("{name}: already attached{mode}"),
                         }
                     }
                 }

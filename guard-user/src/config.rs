@@ -159,6 +159,19 @@ impl Source<'_> {
     }
 }
 
+/// Logs a warning about the config once per process: the file is parsed on every change,
+/// reload and retry, and the daemon retries every second while an interface is missing.
+pub(crate) fn warn_once(message: String) {
+    static SEEN: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut seen = SEEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !seen.contains(&message) {
+        log::warn!("{message}");
+        seen.insert(message);
+    }
+}
+
 /// Reads and validates the config at `path`.
 pub fn load(path: &Path) -> anyhow::Result<Desired> {
     let text = std::fs::read_to_string(path)
@@ -231,7 +244,11 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Desired> {
             if let Some(why) = doubt(c.get_ref().trim(), net) {
                 // Loaded as before (the command line refuses these): a file that loaded
                 // before still does.
-                log::warn!("{} line {}: {why}", path.display(), src.line(c.span()));
+                warn_once(format!(
+                    "{} line {}: {why}",
+                    path.display(),
+                    src.line(c.span())
+                ));
             }
             set.insert(net);
         }
@@ -397,7 +414,7 @@ pub fn parse_include(path: &Path, body: &str) -> anyhow::Result<BTreeSet<IpNet>>
         let net =
             parse_cidr(line).map_err(|e| anyhow!("{} line {}: {e}", path.display(), i + 1))?;
         if let Some(why) = doubt(line, net) {
-            log::warn!("{} line {}: {why}", path.display(), i + 1);
+            warn_once(format!("{} line {}: {why}", path.display(), i + 1));
         }
         set.insert(net);
     }

@@ -11,8 +11,8 @@ use ipnet::IpNet;
 
 use crate::{
     attach::{
-        AttachOutcome, AttachRequest, attach_locked, check_modes, linked_interfaces, remove_link,
-        sync_deny_flag, unload,
+        AttachOutcome, AttachRequest, attach_locked, check_modes, guarded_interface,
+        linked_interfaces, remove_link, sync_deny_flag, unload,
     },
     config::{self, Desired},
     lists::{self, List},
@@ -179,6 +179,7 @@ fn reconcile_locked(lock: &Lock, layout: &PinLayout, desired: &Desired) -> anyho
             rates: desired.rates.clone(),
             top_sample: Some(desired.top_sample),
             sizes: Some(desired.sizes),
+            by_name: true,
         };
         let outcomes = attach_locked(lock, layout, &request, &present, Some(&desired.ports), None)?;
         report.loaded = true;
@@ -191,7 +192,7 @@ fn reconcile_locked(lock: &Lock, layout: &PinLayout, desired: &Desired) -> anyho
         warn_on_sizes(layout, desired);
         // The config's mode applies when an interface is attached; a live link keeps its own.
         if let Err(e) = check_modes(&maps, layout, desired.mode, &present) {
-            log::warn!("{e} (the config's mode applies at attach)");
+            crate::config::warn_once(format!("{e} (the config's mode applies at attach)"));
         }
     }
 
@@ -225,13 +226,17 @@ fn reconcile_locked(lock: &Lock, layout: &PinLayout, desired: &Desired) -> anyho
         let request = AttachRequest {
             interfaces: present.iter().map(|(n, _)| n.clone()).collect(),
             mode: desired.mode,
+            by_name: true,
             ..Default::default()
         };
         let outcomes = attach_locked(lock, layout, &request, &present, None, None)?;
         report.attached = attached(outcomes);
     }
     for name in linked_interfaces(layout)? {
-        if !desired.interfaces.contains(&name) {
+        // A link the config names by its pin's name, or by its interface's name now (renamed
+        // since it was pinned), stays.
+        let named = |n: &String| desired.interfaces.contains(n);
+        if !named(&name) && !guarded_interface(layout, &name).is_some_and(|now| named(&now)) {
             remove_link(layout, &mut maps, &name)?;
             report.detached.push(name);
         }

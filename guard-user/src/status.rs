@@ -24,8 +24,8 @@ pub struct InterfaceStatus {
     pub link_id: Option<u32>,
     /// `attached`, or `stale` when the interface is gone or the link no longer matches it.
     pub state: &'static str,
-    /// The interface's name now, when it was renamed after the link was pinned (`guard
-    /// attach NEW` moves the pin to the new name).
+    /// The interface's name now, when it was renamed after the link was pinned; `guard
+    /// detach` takes either name.
     pub renamed_to: Option<String>,
 }
 
@@ -150,9 +150,7 @@ impl Status {
                     i.state
                 ));
                 if let Some(now) = &i.renamed_to {
-                    s.push_str(&format!(
-                        " (renamed {now}; `guard attach {now}` re-pins it)"
-                    ));
+                    s.push_str(&format!(" (now named {now})"));
                 }
                 s.push('\n');
             }

@@ -1,7 +1,8 @@
 //! A guarded interface renamed after attach (udev, an operator's `ip link set NAME name NEW`):
-//! its link stays on the interface, so `status` must report it attached, not stale, and
-//! `attach` and `detach` must know it by its new name. The pin follows the name on the next
-//! attach, also when the old name is reused by another interface.
+//! its link stays on the interface, under the pin of its old name. `status` must report it
+//! attached (not stale) with its new name, `attach` and `detach` must know it by its new
+//! name, and nothing guard does for another interface that takes the old name, or for names
+//! swapped between two guarded interfaces, may detach it.
 
 use guard_tests::{
     lab::{Guard, Netns},
@@ -65,21 +66,21 @@ fn a_renamed_interface_stays_guarded_and_is_known_by_its_new_name() {
     assert_eq!(interfaces(&guard), [entry("v0", Some("w0"))]);
     let table = guard.ok(&["status"]).expect("status");
     assert!(!table.contains("stale"), "{table}");
-    assert!(table.contains("renamed w0"), "{table}");
+    assert!(table.contains("now named w0"), "{table}");
 
-    // Attaching under the new name finds guard's own link: nothing new, the pin follows.
+    // Attaching under the new name finds guard's own link: nothing new.
     let out = guard.ok(&["attach", "w0"]).expect("attach w0");
     assert!(
-        out.contains("already attached") && out.contains("as v0"),
+        out.contains("already attached") && out.contains("pinned as v0"),
         "{out}"
     );
-    assert_eq!(interfaces(&guard), [entry("w0", None)]);
+    assert_eq!(interfaces(&guard), [entry("v0", Some("w0"))]);
 
-    // And detaching by the new name detaches it.
+    // Detaching by the new name detaches it.
     rename(&ns, "w0", "x0");
     assert_eq!(
         guard.ok(&["detach", "x0"]).expect("detach x0").trim(),
-        "x0: detached (its link was pinned as w0)"
+        "x0: detached (its link was pinned as v0)"
     );
     assert_eq!(interfaces(&guard), []);
     let link = lab_link(&ns, "x0");
@@ -87,55 +88,80 @@ fn a_renamed_interface_stays_guarded_and_is_known_by_its_new_name() {
 }
 
 #[test]
-fn a_reused_name_gets_its_own_link_and_the_old_one_follows_its_interface() {
-    if !require_privileges("a_reused_name_gets_its_own_link_and_the_old_one_follows_its_interface")
-    {
+fn the_old_name_detaches_a_renamed_interface_when_no_interface_has_it() {
+    if !require_privileges("the_old_name_detaches_a_renamed_interface_when_no_interface_has_it") {
         return;
     }
     let ns = sandbox();
     let guard = Guard::new(&ns);
     guard.ok(&["attach", "v0"]).expect("attach v0");
     rename(&ns, "v0", "w0");
-    // A new interface takes the old name.
+    assert_eq!(
+        guard.ok(&["detach", "v0"]).expect("detach v0").trim(),
+        "v0: detached"
+    );
+    assert!(!lab_link(&ns, "w0").contains("xdp"), "w0 still has XDP");
+}
+
+/// v0 renamed to w0 after attach, and a new, unguarded interface named v0.
+fn reused_name(ns: &Netns, guard: &Guard) {
+    guard.ok(&["attach", "v0"]).expect("attach v0");
+    rename(ns, "v0", "w0");
     ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v9"])
         .expect("second veth pair");
     for dev in ["v0", "v9"] {
         ns.ip(&["link", "set", dev, "up"]).expect("link up");
     }
+}
 
-    let out = guard.ok(&["attach", "v0"]).expect("attach the new v0");
-    assert!(out.contains("v0: attached"), "{out}");
-    assert!(out.contains("w0: still attached"), "{out}");
-    // Both guarded: the renamed one under its new name, not detached as stale.
-    assert_eq!(interfaces(&guard), [entry("v0", None), entry("w0", None)]);
-    for dev in ["v0", "w0"] {
-        let link = lab_link(&ns, dev);
-        assert!(link.contains("xdp"), "{dev} lost its XDP program: {link}");
-    }
-    guard.ok(&["detach", "--all"]).expect("detach --all");
+/// Asserts a guard command fails with exit status 1 and an error that mentions `mention`.
+#[track_caller]
+fn assert_refused(guard: &Guard, args: &[&str], mention: &str) {
+    let out = guard.run(args).expect("running guard");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "guard {}: {err}",
+        args.join(" ")
+    );
+    assert!(err.contains(mention), "guard {}: {err}", args.join(" "));
 }
 
 #[test]
-fn detaching_a_reused_name_does_not_detach_the_renamed_interface() {
-    if !require_privileges("detaching_a_reused_name_does_not_detach_the_renamed_interface") {
+fn a_reused_name_is_not_attached_over_the_renamed_interface() {
+    if !require_privileges("a_reused_name_is_not_attached_over_the_renamed_interface") {
         return;
     }
     let ns = sandbox();
     let guard = Guard::new(&ns);
-    guard.ok(&["attach", "v0"]).expect("attach v0");
-    rename(&ns, "v0", "w0");
-    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v9"])
-        .expect("second veth pair");
-    // v0 is now another, unguarded interface: detaching it is an error that names w0.
-    let out = guard.run(&["detach", "v0"]).expect("running guard");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("guards w0"), "{err}");
+    reused_name(&ns, &guard);
+    let before = interfaces(&guard);
+    assert_eq!(before, [entry("v0", Some("w0"))]);
+    // The pin of the name v0 holds w0's link: attaching the new v0 is refused, naming the way
+    // out, and changes nothing (w0 stays guarded).
+    assert_refused(
+        &guard,
+        &["attach", "v0", "--port", "11212"],
+        "guard detach w0",
+    );
     assert!(
         lab_link(&ns, "w0").contains("xdp"),
         "w0 lost its XDP program"
     );
-    assert_eq!(interfaces(&guard), [entry("v0", Some("w0"))]);
+    assert!(!lab_link(&ns, "v0").contains("xdp"), "v0 got XDP");
+    assert_eq!(interfaces(&guard), before);
+    assert_eq!(guard.ok(&["ports"]).expect("ports").trim(), "11211");
+    // Detaching the new v0 is an error too, naming w0.
+    assert_refused(&guard, &["detach", "v0"], "guards w0");
+    assert!(
+        lab_link(&ns, "w0").contains("xdp"),
+        "w0 lost its XDP program"
+    );
+    // The way out works: both guarded.
+    guard.ok(&["detach", "w0"]).expect("detach w0");
+    guard.ok(&["attach", "v0", "w0"]).expect("attach v0 w0");
+    assert_eq!(interfaces(&guard), [entry("v0", None), entry("w0", None)]);
 }
 
 #[test]
@@ -145,14 +171,29 @@ fn swapped_names_detach_nothing() {
     }
     let ns = sandbox();
     let guard = Guard::new(&ns);
-    guard.ok(&["attach", "v0", "v1"]).expect("attach v0 v1");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("guard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "interfaces = [\"v0\", \"v1\"]\npin_path = \"{}\"\n",
+            guard.pin_path().display()
+        ),
+    )
+    .expect("config");
+    let config_arg = config.display().to_string();
+    let with_config = |args: &[&str]| {
+        let mut all = vec!["--config", config_arg.as_str()];
+        all.extend_from_slice(args);
+        guard.ok(&all)
+    };
+    with_config(&["attach", "v0", "v1"]).expect("attach v0 v1");
     rename(&ns, "v0", "t0");
     rename(&ns, "v1", "v0");
     rename(&ns, "t0", "v1");
-    // Each pin names the other interface now; attaching must not move one pin over the other
-    // (which would detach its link).
+    // Each pin names the other interface now.
     for name in ["v0", "v1"] {
-        let out = guard.ok(&["attach", name]).expect("attach");
+        let out = with_config(&["attach", name]).expect("attach");
         assert!(out.contains("already attached"), "{out}");
     }
     for dev in ["v0", "v1"] {
@@ -165,58 +206,68 @@ fn swapped_names_detach_nothing() {
         interfaces(&guard),
         [entry("v0", Some("v1")), entry("v1", Some("v0"))]
     );
-    // Detaching by the current name detaches that interface.
-    let out = guard.ok(&["detach", "v0"]).expect("detach v0");
+    // Detaching by the current name detaches that interface, and the config forgets its
+    // link's pin name only: the other link is pinned as v0.
+    let out = with_config(&["detach", "v0"]).expect("detach v0");
     assert_eq!(out.trim(), "v0: detached (its link was pinned as v1)");
     assert!(!lab_link(&ns, "v0").contains("xdp"), "v0 still has XDP");
     assert!(
         lab_link(&ns, "v1").contains("xdp"),
         "v1 lost its XDP program"
     );
+    let text = std::fs::read_to_string(&config).expect("config");
+    let v: toml::Value = toml::from_str(&text).expect("config parses");
+    assert_eq!(
+        v["interfaces"].as_array().expect("interfaces"),
+        &[toml::Value::from("v0")],
+        "{text}"
+    );
 }
 
 #[test]
-fn the_config_file_follows_a_rename() {
-    if !require_privileges("the_config_file_follows_a_rename") {
+fn guard_run_keeps_a_renamed_interface_its_config_names_by_either_name() {
+    if !require_privileges("guard_run_keeps_a_renamed_interface_its_config_names_by_either_name") {
         return;
     }
     let ns = sandbox();
+    // Its drop unloads what the reconciles below load.
     let guard = Guard::new(&ns);
-    // Removed on drop, also when the test fails.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("guard.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "interfaces = [\"v0\"]\npin_path = \"{}\"\n",
+    let layout = guard_user::pins::PinLayout::new(guard.pin_path());
+    let reconcile = |interfaces: &str| {
+        let text = format!(
+            "interfaces = [{interfaces}]\npin_path = \"{}\"\n",
             guard.pin_path().display()
-        ),
-    )
-    .expect("config");
-    let config_arg = config.display().to_string();
-    let with_config = |args: &[&str]| {
-        let mut all = vec!["--config", config_arg.as_str()];
-        all.extend_from_slice(args);
-        guard.ok(&all)
+        );
+        let desired = guard_user::config::parse(std::path::Path::new("/tmp/guard.toml"), &text)
+            .expect("config");
+        ns.run(|| guard_user::reconcile::reconcile(&layout, &desired).map(|_| ()))
+            .expect("entering the namespace")
+            .expect("reconcile");
     };
-    let interfaces_in_file = || {
-        let text = std::fs::read_to_string(&config).expect("config");
-        let v: toml::Value = toml::from_str(&text).expect("config parses");
-        let mut names: Vec<String> = v["interfaces"]
-            .as_array()
-            .expect("interfaces")
-            .iter()
-            .map(|n| n.as_str().expect("a name").to_owned())
-            .collect();
-        names.sort();
-        names
-    };
-    with_config(&["attach", "v0"]).expect("attach v0");
+    reconcile("\"v0\"");
     rename(&ns, "v0", "w0");
-    with_config(&["attach", "w0"]).expect("attach w0");
-    assert_eq!(interfaces_in_file(), ["w0"]);
-    with_config(&["detach", "w0"]).expect("detach w0");
-    assert_eq!(interfaces_in_file(), Vec::<String>::new());
+    // The config still names v0, which no interface has: the link stays.
+    reconcile("\"v0\"");
+    assert!(
+        lab_link(&ns, "w0").contains("xdp"),
+        "w0 lost its XDP program"
+    );
+    // The config now names w0: the same link, kept, not attached again.
+    reconcile("\"w0\"");
+    assert!(
+        lab_link(&ns, "w0").contains("xdp"),
+        "w0 lost its XDP program"
+    );
+    assert_eq!(interfaces(&guard), [entry("v0", Some("w0"))]);
+    // The config names v0 and a new v0 appears: the config's names decide, so v0 is guarded
+    // and w0, which it no longer names, is not.
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v9"])
+        .expect("second veth pair");
+    ns.ip(&["link", "set", "v0", "up"]).expect("link up");
+    reconcile("\"v0\"");
+    assert!(lab_link(&ns, "v0").contains("xdp"), "v0 is not guarded");
+    assert!(!lab_link(&ns, "w0").contains("xdp"), "w0 is still guarded");
+    assert_eq!(interfaces(&guard), [entry("v0", None)]);
 }
 
 /// `ip link show dev DEV` in the namespace.
