@@ -1,6 +1,6 @@
 //! Loading the guard once, attaching it to interfaces with pinned bpf_links, and detaching.
 
-use std::io;
+use std::{collections::BTreeSet, io};
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
@@ -360,6 +360,12 @@ fn attach_one(
                  guard does not detach {now} for the new {name}: `guard detach {now}` first, \
                  then attach both"
             ),
+            // The config names both: the renamed interface keeps its link, pinned under its
+            // name now (a rename in bpffs: the link is never detached), and frees the name.
+            Some(now) if request.interfaces.contains(&now) && !layout.link(&now).exists() => {
+                repin(layout, maps, name, &now)?;
+                log::info!("{now}: its link, pinned as {name} before a rename, is pinned as {now}");
+            }
             Some(now) => {
                 log::warn!(
                     "detaching {now} (pinned as {name}, its name before a rename): the config \
@@ -517,6 +523,23 @@ fn describe(e: &ProgramError) -> String {
     }
 }
 
+/// Moves the link pinned as `from` to the pin `to` (an atomic rename in bpffs: the link stays
+/// attached throughout), and its record with it.
+fn repin(layout: &PinLayout, maps: &mut GuardMaps, from: &str, to: &str) -> anyhow::Result<()> {
+    let index = sys::link_details(&layout.link(from))
+        .with_context(|| format!("reading the link pinned as {from}"))?
+        .ifindex;
+    std::fs::rename(layout.link(from), layout.link(to))
+        .with_context(|| format!("moving the link pinned as {from} to {to}"))?;
+    if let Ok(mut record) = maps.attachments.get(&index, 0) {
+        set_record_name(&mut record, to);
+        maps.attachments
+            .insert(index, record, 0)
+            .context("recording the attachment")?;
+    }
+    Ok(())
+}
+
 /// Removes the link pin of `name` (detaching it) and its record.
 pub(crate) fn remove_link(
     layout: &PinLayout,
@@ -618,16 +641,7 @@ pub fn detach(
     let mut maps = GuardMaps::open(layout)?;
     let snapshot = store.map(ConfigStore::snapshot).transpose()?;
     if let Some(store) = store {
-        // The config knows a link by its pin's name; the name asked for goes too, unless
-        // another link is pinned under it (names swapped by renames).
-        let pins: Vec<&String> = targets.iter().map(|(_, p)| p).collect();
-        let mut names: Vec<String> = pins.iter().map(|p| (*p).clone()).collect();
-        for (name, _) in &targets {
-            if !names.contains(name) && (!linked.contains(name) || pins.contains(&name)) {
-                names.push(name.clone());
-            }
-        }
-        store.apply(&[Change::RemoveInterfaces(names)])?;
+        store.apply(&forget_detached(layout, &linked, &targets, store)?)?;
     }
     for (_, pin) in &targets {
         if let Err(e) = remove_link(layout, &mut maps, pin) {
@@ -644,6 +658,52 @@ pub fn detach(
             name,
         })
         .collect())
+}
+
+/// The config edit for a detach of `targets` (name asked for, pin): the config may know a
+/// detached link by the name asked for, its pin's name or its interface's name now, and
+/// forgets all three; except a name under which it knows a link that stays, which it keeps,
+/// and a link that stays whose only name in the config goes (its pin's, after renames) is
+/// named by its interface's name now, so that `guard run` keeps it and nothing else.
+fn forget_detached(
+    layout: &PinLayout,
+    linked: &[String],
+    targets: &[(String, String)],
+    store: &ConfigStore,
+) -> anyhow::Result<Vec<Change>> {
+    let configured = store.desired()?.interfaces;
+    let mut forget: BTreeSet<String> = BTreeSet::new();
+    for (name, pin) in targets {
+        forget.insert(name.clone());
+        forget.insert(pin.clone());
+        forget.extend(guarded_interface(layout, pin));
+    }
+    let mut add = Vec::new();
+    for pin in linked
+        .iter()
+        .filter(|p| !targets.iter().any(|(_, t)| t == *p))
+    {
+        let now = guarded_interface(layout, pin);
+        let known = |n: &String| configured.contains(n);
+        if !known(pin) && !now.as_ref().is_some_and(known) {
+            continue;
+        }
+        match now {
+            Some(now) => {
+                if forget.contains(pin) && !known(&now) {
+                    add.push(now.clone());
+                }
+                forget.remove(&now);
+            }
+            None => {
+                forget.remove(pin);
+            }
+        }
+    }
+    Ok(vec![
+        Change::RemoveInterfaces(forget.into_iter().collect()),
+        Change::AddInterfaces(add),
+    ])
 }
 
 /// The link pin `guard detach NAME` means: the pin of that name when its link is on the

@@ -171,57 +171,96 @@ fn swapped_names_detach_nothing() {
     }
     let ns = sandbox();
     let guard = Guard::new(&ns);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("guard.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "interfaces = [\"v0\", \"v1\"]\npin_path = \"{}\"\n",
-            guard.pin_path().display()
-        ),
-    )
-    .expect("config");
-    let config_arg = config.display().to_string();
-    let with_config = |args: &[&str]| {
-        let mut all = vec!["--config", config_arg.as_str()];
-        all.extend_from_slice(args);
-        guard.ok(&all)
-    };
-    with_config(&["attach", "v0", "v1"]).expect("attach v0 v1");
+    let config = ConfigFile::new(&guard, &["v0", "v1"]);
+    config.ok(&guard, &["attach", "v0", "v1"]);
     rename(&ns, "v0", "t0");
     rename(&ns, "v1", "v0");
     rename(&ns, "t0", "v1");
     // Each pin names the other interface now.
     for name in ["v0", "v1"] {
-        let out = with_config(&["attach", name]).expect("attach");
+        let out = config.ok(&guard, &["attach", name]);
         assert!(out.contains("already attached"), "{out}");
     }
-    for dev in ["v0", "v1"] {
-        assert!(
-            lab_link(&ns, dev).contains("xdp"),
-            "{dev} lost its XDP program"
-        );
-    }
+    assert_guarded(&ns, &["v0", "v1"], &[]);
     assert_eq!(
         interfaces(&guard),
         [entry("v0", Some("v1")), entry("v1", Some("v0"))]
     );
-    // Detaching by the current name detaches that interface, and the config forgets its
-    // link's pin name only: the other link is pinned as v0.
-    let out = with_config(&["detach", "v0"]).expect("detach v0");
+    // Detaching by the current name detaches that interface; the config forgets the name v0
+    // and names the other interface by its name now, v1 (its link is pinned as v0).
+    let out = config.ok(&guard, &["detach", "v0"]);
     assert_eq!(out.trim(), "v0: detached (its link was pinned as v1)");
-    assert!(!lab_link(&ns, "v0").contains("xdp"), "v0 still has XDP");
-    assert!(
-        lab_link(&ns, "v1").contains("xdp"),
-        "v1 lost its XDP program"
-    );
-    let text = std::fs::read_to_string(&config).expect("config");
-    let v: toml::Value = toml::from_str(&text).expect("config parses");
-    assert_eq!(
-        v["interfaces"].as_array().expect("interfaces"),
-        &[toml::Value::from("v0")],
-        "{text}"
-    );
+    assert_guarded(&ns, &["v1"], &["v0"]);
+    assert_eq!(config.interfaces(), ["v1"]);
+    // `guard run` on that config keeps v1 and leaves v0 alone.
+    config.reconcile(&ns, &guard);
+    assert_guarded(&ns, &["v1"], &["v0"]);
+    assert_eq!(interfaces(&guard), [entry("v0", Some("v1"))]);
+}
+
+#[test]
+fn detach_by_either_name_forgets_both_in_the_config() {
+    if !require_privileges("detach_by_either_name_forgets_both_in_the_config") {
+        return;
+    }
+    for detach in [
+        &["detach", "v0"][..],
+        &["detach", "w0"],
+        &["detach", "--all"],
+    ] {
+        let ns = sandbox();
+        let guard = Guard::new(&ns);
+        let config = ConfigFile::new(&guard, &[]);
+        config.ok(&guard, &["attach", "v0"]);
+        rename(&ns, "v0", "w0");
+        // Already attached; the config learns the new name too.
+        config.ok(&guard, &["attach", "w0"]);
+        assert_eq!(config.interfaces(), ["v0", "w0"]);
+        config.ok(&guard, detach);
+        assert_eq!(config.interfaces(), Vec::<String>::new(), "{detach:?}");
+        // `guard run` does not guard it again.
+        config.reconcile(&ns, &guard);
+        assert_guarded(&ns, &[], &["w0"]);
+    }
+}
+
+#[test]
+fn guard_run_guards_a_reused_name_and_the_renamed_interface_when_it_names_both() {
+    if !require_privileges(
+        "guard_run_guards_a_reused_name_and_the_renamed_interface_when_it_names_both",
+    ) {
+        return;
+    }
+    for names in ["\"w0\", \"v0\"", "\"v0\", \"w0\""] {
+        let ns = sandbox();
+        let guard = Guard::new(&ns);
+        let pin_path = format!("pin_path = \"{}\"\n", guard.pin_path().display());
+        reconcile_text(&ns, &guard, &format!("interfaces = [\"v0\"]\n{pin_path}"));
+        rename(&ns, "v0", "w0");
+        ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v9"])
+            .expect("second veth pair");
+        ns.ip(&["link", "set", "v0", "up"]).expect("link up");
+        let layout = guard_user::pins::PinLayout::new(guard.pin_path());
+        let link_id = |pin: &str| {
+            guard_user::sys::link_details(&layout.link(pin))
+                .expect("a pinned link")
+                .id
+        };
+        let w0_link = link_id("v0");
+        // w0's link moves to the pin w0 (the same link: never detached), and the new v0 gets
+        // the pin v0.
+        reconcile_text(&ns, &guard, &format!("interfaces = [{names}]\n{pin_path}"));
+        assert_guarded(&ns, &["v0", "w0"], &[]);
+        assert_eq!(link_id("w0"), w0_link, "{names}");
+        assert_eq!(
+            interfaces(&guard),
+            [entry("v0", None), entry("w0", None)],
+            "{names}"
+        );
+        // Stable: another reconcile changes nothing.
+        reconcile_text(&ns, &guard, &format!("interfaces = [{names}]\n{pin_path}"));
+        assert_guarded(&ns, &["v0", "w0"], &[]);
+    }
 }
 
 #[test]
@@ -268,6 +307,81 @@ fn guard_run_keeps_a_renamed_interface_its_config_names_by_either_name() {
     assert!(lab_link(&ns, "v0").contains("xdp"), "v0 is not guarded");
     assert!(!lab_link(&ns, "w0").contains("xdp"), "w0 is still guarded");
     assert_eq!(interfaces(&guard), [entry("v0", None)]);
+}
+
+/// A config file naming `interfaces` and the guard's pin path, driven through the CLI
+/// (`guard --config FILE ...`, which records every change in it) and `guard run`'s reconcile.
+struct ConfigFile {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl ConfigFile {
+    fn new(guard: &Guard, interfaces: &[&str]) -> ConfigFile {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("guard.toml");
+        let names: Vec<String> = interfaces.iter().map(|n| format!("{n:?}")).collect();
+        std::fs::write(
+            &path,
+            format!(
+                "interfaces = [{}]\npin_path = \"{}\"\n",
+                names.join(", "),
+                guard.pin_path().display()
+            ),
+        )
+        .expect("config");
+        ConfigFile { _dir: dir, path }
+    }
+
+    /// `guard --config FILE ARGS...`, which must succeed.
+    fn ok(&self, guard: &Guard, args: &[&str]) -> String {
+        let path = self.path.display().to_string();
+        let mut all = vec!["--config", path.as_str()];
+        all.extend_from_slice(args);
+        guard.ok(&all).expect("guard --config")
+    }
+
+    /// The interfaces the file names now.
+    fn interfaces(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.path).expect("config");
+        let v: toml::Value = toml::from_str(&text).expect("config parses");
+        v["interfaces"]
+            .as_array()
+            .expect("interfaces")
+            .iter()
+            .map(|n| n.as_str().expect("a name").to_owned())
+            .collect()
+    }
+
+    /// What `guard run` does with the file (its reconcile), in the namespace.
+    fn reconcile(&self, ns: &Netns, guard: &Guard) {
+        reconcile_text(
+            ns,
+            guard,
+            &std::fs::read_to_string(&self.path).expect("config"),
+        );
+    }
+}
+
+/// `guard run`'s reconcile of the config `text`, in the namespace.
+fn reconcile_text(ns: &Netns, guard: &Guard, text: &str) {
+    let layout = guard_user::pins::PinLayout::new(guard.pin_path());
+    let desired =
+        guard_user::config::parse(std::path::Path::new("/tmp/guard.toml"), text).expect("config");
+    ns.run(|| guard_user::reconcile::reconcile(&layout, &desired).map(|_| ()))
+        .expect("entering the namespace")
+        .expect("reconcile");
+}
+
+/// Asserts which of the namespace's interfaces have XDP.
+#[track_caller]
+fn assert_guarded(ns: &Netns, guarded: &[&str], unguarded: &[&str]) {
+    for dev in guarded {
+        assert!(lab_link(ns, dev).contains("xdp"), "{dev} is not guarded");
+    }
+    for dev in unguarded {
+        assert!(!lab_link(ns, dev).contains("xdp"), "{dev} is guarded");
+    }
 }
 
 /// `ip link show dev DEV` in the namespace.
