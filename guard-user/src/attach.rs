@@ -1,6 +1,9 @@
 //! Loading the guard once, attaching it to interfaces with pinned bpf_links, and detaching.
 
-use std::{collections::BTreeSet, io};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io,
+};
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
@@ -360,12 +363,6 @@ fn attach_one(
                  guard does not detach {now} for the new {name}: `guard detach {now}` first, \
                  then attach both"
             ),
-            // The config names both: the renamed interface keeps its link, pinned under its
-            // name now (a rename in bpffs: the link is never detached), and frees the name.
-            Some(now) if request.interfaces.contains(&now) && !layout.link(&now).exists() => {
-                repin(layout, maps, name, &now)?;
-                log::info!("{now}: its link, pinned as {name} before a rename, is pinned as {now}");
-            }
             Some(now) => {
                 log::warn!(
                     "detaching {now} (pinned as {name}, its name before a rename): the config \
@@ -523,21 +520,59 @@ fn describe(e: &ProgramError) -> String {
     }
 }
 
-/// Moves the link pinned as `from` to the pin `to` (an atomic rename in bpffs: the link stays
-/// attached throughout), and its record with it.
+/// Moves the link pinned as `from` to the free pin `to` (an atomic rename in bpffs: the link
+/// stays attached throughout), and its record with it.
 fn repin(layout: &PinLayout, maps: &mut GuardMaps, from: &str, to: &str) -> anyhow::Result<()> {
     let index = sys::link_details(&layout.link(from))
         .with_context(|| format!("reading the link pinned as {from}"))?
         .ifindex;
-    std::fs::rename(layout.link(from), layout.link(to))
+    sys::rename_noreplace(&layout.link(from), &layout.link(to))
         .with_context(|| format!("moving the link pinned as {from} to {to}"))?;
     if let Ok(mut record) = maps.attachments.get(&index, 0) {
         set_record_name(&mut record, to);
-        maps.attachments
-            .insert(index, record, 0)
-            .context("recording the attachment")?;
+        if let Err(e) = maps.attachments.insert(index, record, 0) {
+            let _ = sys::rename_noreplace(&layout.link(to), &layout.link(from));
+            return Err(e).context("recording the attachment");
+        }
     }
     Ok(())
+}
+
+/// Re-pins every link whose interface was renamed to one of `names` (a config's) under that
+/// name, when its pin is free or stale, so that the old name is free for another interface
+/// and no link is detached for it; repeated so that chains of renames resolve. Returns the
+/// (old, new) pin names.
+pub(crate) fn adopt_renamed(
+    layout: &PinLayout,
+    maps: &mut GuardMaps,
+    names: &[String],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut moved = Vec::new();
+    loop {
+        let mut progress = false;
+        for pin in linked_interfaces(layout)? {
+            let Some(now) = guarded_interface(layout, &pin) else {
+                continue;
+            };
+            if now == pin || !names.contains(&now) {
+                continue;
+            }
+            if layout.link(&now).exists() {
+                if guarded_interface(layout, &now).is_some() {
+                    // Another live link holds the name: a later pass, once it moved.
+                    continue;
+                }
+                remove_link(layout, maps, &now)?;
+            }
+            repin(layout, maps, &pin, &now)?;
+            log::info!("{now}: its link, pinned as {pin} before a rename, is pinned as {now}");
+            moved.push((pin, now));
+            progress = true;
+        }
+        if !progress {
+            return Ok(moved);
+        }
+    }
 }
 
 /// Removes the link pin of `name` (detaching it) and its record.
@@ -547,18 +582,24 @@ pub(crate) fn remove_link(
     name: &str,
 ) -> anyhow::Result<()> {
     let pin = layout.link(name);
+    let index = sys::link_details(&pin).ok().map(|d| d.ifindex);
     match std::fs::remove_file(&pin) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("removing {}", pin.display())),
     }
-    let stale: Vec<u32> = maps
-        .attachments
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(_, a)| attachment_name(a) == name)
-        .map(|(k, _)| k)
-        .collect();
+    // The record of the link's interface; for a stale link, records of that name whose
+    // interface is gone (a live interface's record stays, whatever its name).
+    let stale: Vec<u32> = match index {
+        Some(index) if index != 0 => vec![index],
+        _ => maps
+            .attachments
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, a)| attachment_name(a) == name && sys::if_name(*k).is_none())
+            .map(|(k, _)| k)
+            .collect(),
+    };
     for k in stale {
         let _ = maps.attachments.remove(&k);
     }
@@ -640,13 +681,21 @@ pub fn detach(
     }
     let mut maps = GuardMaps::open(layout)?;
     let snapshot = store.map(ConfigStore::snapshot).transpose()?;
+    // Every link's interface name now, read before any pin goes.
+    let now: BTreeMap<String, Option<String>> = linked
+        .iter()
+        .map(|p| (p.clone(), guarded_interface(layout, p)))
+        .collect();
     if let Some(store) = store {
-        store.apply(&forget_detached(layout, &linked, &targets, store)?)?;
+        store.apply(&forget_detached(&linked, &now, &targets, store)?)?;
     }
-    for (_, pin) in &targets {
+    for (i, (_, pin)) in targets.iter().enumerate() {
         if let Err(e) = remove_link(layout, &mut maps, pin) {
             if let (Some(store), Some(text)) = (store, &snapshot) {
-                let _ = store.restore(text);
+                // The config forgets what was detached before the failure, and only that.
+                let _ = store.restore(text).and_then(|()| {
+                    store.apply(&forget_detached(&linked, &now, &targets[..i], store)?)
+                });
             }
             return Err(e);
         }
@@ -660,44 +709,46 @@ pub fn detach(
         .collect())
 }
 
-/// The config edit for a detach of `targets` (name asked for, pin): the config may know a
-/// detached link by the name asked for, its pin's name or its interface's name now, and
-/// forgets all three; except a name under which it knows a link that stays, which it keeps,
-/// and a link that stays whose only name in the config goes (its pin's, after renames) is
-/// named by its interface's name now, so that `guard run` keeps it and nothing else.
+/// The config edit for a detach of `targets` (name asked for, pin), given every link's
+/// interface name before it (`now`): the config may know a detached link by the name asked
+/// for, its pin's name or its interface's name now, and forgets all three; except a name
+/// under which it knows a link that stays, which it keeps, and a link that stays whose only
+/// name in the config goes (its pin's, after renames) is named by its interface's name now,
+/// so that `guard run` keeps it and nothing else.
 fn forget_detached(
-    layout: &PinLayout,
     linked: &[String],
+    now: &BTreeMap<String, Option<String>>,
     targets: &[(String, String)],
     store: &ConfigStore,
 ) -> anyhow::Result<Vec<Change>> {
     let configured = store.desired()?.interfaces;
+    let now_of = |pin: &String| now.get(pin).cloned().flatten();
     let mut forget: BTreeSet<String> = BTreeSet::new();
     for (name, pin) in targets {
         forget.insert(name.clone());
         forget.insert(pin.clone());
-        forget.extend(guarded_interface(layout, pin));
+        forget.extend(now_of(pin));
     }
+    // Names the detached interfaces have now: never kept for a stale link's sake.
+    let detached_now: BTreeSet<String> = targets.iter().filter_map(|(_, p)| now_of(p)).collect();
     let mut add = Vec::new();
     for pin in linked
         .iter()
         .filter(|p| !targets.iter().any(|(_, t)| t == *p))
     {
-        let now = guarded_interface(layout, pin);
         let known = |n: &String| configured.contains(n);
-        if !known(pin) && !now.as_ref().is_some_and(known) {
-            continue;
-        }
-        match now {
-            Some(now) => {
+        match now_of(pin) {
+            Some(now) if known(pin) || known(&now) => {
                 if forget.contains(pin) && !known(&now) {
                     add.push(now.clone());
                 }
                 forget.remove(&now);
             }
-            None => {
+            Some(_) => {}
+            None if known(pin) && !detached_now.contains(pin) => {
                 forget.remove(pin);
             }
+            None => {}
         }
     }
     Ok(vec![
@@ -707,26 +758,26 @@ fn forget_detached(
 }
 
 /// The link pin `guard detach NAME` means: the pin of that name when its link is on the
-/// interface of that name, or that interface is gone (a stale link), or no interface has the
-/// name (the interface's name before a rename); else the pin of the link on the interface
-/// of that name, whatever its pin's name.
+/// interface of that name; else the pin of the link on the interface of that name, whatever
+/// its pin's name (renamed since); else the pin of that name when its interface is gone (a
+/// stale link) or no interface has the name (the interface's name before a rename).
 fn detach_target(layout: &PinLayout, linked: &[String], name: &str) -> anyhow::Result<String> {
     let index = sys::if_index(name);
-    if linked.iter().any(|p| p == name) {
-        match (index, guarded_interface(layout, name)) {
-            (Some(_), Some(now)) if now != name => {}
-            _ => return Ok(name.to_owned()),
-        }
+    let pinned = linked.iter().any(|p| p == name);
+    let on = pinned.then(|| guarded_interface(layout, name)).flatten();
+    if pinned && on.as_deref() == Some(name) {
+        return Ok(name.to_owned());
     }
     if let Some(pin) = index.and_then(|i| guarding_pin(layout, name, i)) {
         return Ok(pin);
     }
-    match guarded_interface(layout, name) {
-        Some(now) if linked.iter().any(|p| p == name) => bail!(
+    match on {
+        _ if !pinned => bail!("guard is not attached to {name:?}: nothing was detached"),
+        Some(now) if index.is_some() => bail!(
             "guard is not attached to {name:?}: the link pinned as {name} guards {now}, renamed \
              since (`guard detach {now}` detaches it); nothing was detached"
         ),
-        _ => bail!("guard is not attached to {name:?}: nothing was detached"),
+        _ => Ok(name.to_owned()),
     }
 }
 

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 
 use crate::{
     attach::{
-        AttachOutcome, AttachRequest, attach_locked, check_modes, guarded_interface,
+        AttachOutcome, AttachRequest, adopt_renamed, attach_locked, check_modes, guarded_interface,
         linked_interfaces, remove_link, sync_deny_flag, unload,
     },
     config::{self, Desired},
@@ -223,6 +223,8 @@ fn reconcile_locked(lock: &Lock, layout: &PinLayout, desired: &Desired) -> anyho
 
     // Interfaces: attach the missing ones, then detach those the config no longer names.
     if !report.loaded {
+        let names: Vec<String> = present.iter().map(|(n, _)| n.clone()).collect();
+        adopt_renamed(layout, &mut maps, &names)?;
         let request = AttachRequest {
             interfaces: present.iter().map(|(n, _)| n.clone()).collect(),
             mode: desired.mode,

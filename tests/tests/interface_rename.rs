@@ -192,10 +192,10 @@ fn swapped_names_detach_nothing() {
     assert_eq!(out.trim(), "v0: detached (its link was pinned as v1)");
     assert_guarded(&ns, &["v1"], &["v0"]);
     assert_eq!(config.interfaces(), ["v1"]);
-    // `guard run` on that config keeps v1 and leaves v0 alone.
+    // `guard run` on that config keeps v1 (re-pinned under its name) and leaves v0 alone.
     config.reconcile(&ns, &guard);
     assert_guarded(&ns, &["v1"], &["v0"]);
-    assert_eq!(interfaces(&guard), [entry("v0", Some("v1"))]);
+    assert_eq!(interfaces(&guard), [entry("v1", None)]);
 }
 
 #[test]
@@ -264,6 +264,96 @@ fn guard_run_guards_a_reused_name_and_the_renamed_interface_when_it_names_both()
 }
 
 #[test]
+fn guard_run_re_pins_through_stale_pins_and_chains_of_renames() {
+    if !require_privileges("guard_run_re_pins_through_stale_pins_and_chains_of_renames") {
+        return;
+    }
+    let add_pair = |ns: &Netns, a: &str, b: &str| {
+        ns.ip(&["link", "add", a, "type", "veth", "peer", "name", b])
+            .expect("veth pair");
+        for dev in [a, b] {
+            ns.ip(&["link", "set", dev, "up"]).expect("link up");
+        }
+    };
+    let link_id = |guard: &Guard, pin: &str| {
+        let layout = guard_user::pins::PinLayout::new(guard.pin_path());
+        guard_user::sys::link_details(&layout.link(pin))
+            .expect("a pinned link")
+            .id
+    };
+
+    let config = |guard: &Guard, names: &str| {
+        format!(
+            "interfaces = [{names}]\npin_path = \"{}\"\n",
+            guard.pin_path().display()
+        )
+    };
+
+    // The pin w0 is stale (w0 deleted) when v0 takes the name w0 and a new v0 appears.
+    {
+        let ns = sandbox();
+        let guard = Guard::new(&ns);
+        add_pair(&ns, "w0", "p0");
+        let both = config(&guard, "\"w0\", \"v0\"");
+        reconcile_text(&ns, &guard, &both);
+        let v0_link = link_id(&guard, "v0");
+        ns.ip(&["link", "del", "w0"]).expect("delete w0");
+        rename(&ns, "v0", "w0");
+        add_pair(&ns, "v0", "p9");
+        reconcile_text(&ns, &guard, &both);
+        assert_guarded(&ns, &["v0", "w0"], &[]);
+        assert_eq!(link_id(&guard, "w0"), v0_link, "w0's link was replaced");
+        assert_eq!(interfaces(&guard), [entry("v0", None), entry("w0", None)]);
+    }
+
+    // A chain: w0 becomes x0, v0 becomes w0, a new v0 appears; the config names all three.
+    let ns = sandbox();
+    let guard = Guard::new(&ns);
+    add_pair(&ns, "w0", "p0");
+    let all = config(&guard, "\"x0\", \"w0\", \"v0\"");
+    reconcile_text(&ns, &guard, &all);
+    let (v0_link, w0_link) = (link_id(&guard, "v0"), link_id(&guard, "w0"));
+    rename(&ns, "w0", "x0");
+    rename(&ns, "v0", "w0");
+    add_pair(&ns, "v0", "p9");
+    reconcile_text(&ns, &guard, &all);
+    assert_guarded(&ns, &["v0", "w0", "x0"], &[]);
+    assert_eq!(link_id(&guard, "x0"), w0_link, "x0's link was replaced");
+    assert_eq!(link_id(&guard, "w0"), v0_link, "w0's link was replaced");
+    assert_eq!(
+        interfaces(&guard),
+        [entry("v0", None), entry("w0", None), entry("x0", None)]
+    );
+}
+
+#[test]
+fn detach_goes_to_the_live_link_past_a_stale_pin_of_the_same_name() {
+    if !require_privileges("detach_goes_to_the_live_link_past_a_stale_pin_of_the_same_name") {
+        return;
+    }
+    for name in ["w0", "v0"] {
+        let ns = sandbox();
+        ns.ip(&["link", "add", "w0", "type", "veth", "peer", "name", "p0"])
+            .expect("veth pair");
+        ns.ip(&["link", "set", "w0", "up"]).expect("link up");
+        let guard = Guard::new(&ns);
+        let config = ConfigFile::new(&guard, &[]);
+        config.ok(&guard, &["attach", "v0", "w0"]);
+        // The pin v0 goes stale; w0 takes the name v0.
+        ns.ip(&["link", "del", "v0"]).expect("delete v0");
+        rename(&ns, "w0", "v0");
+        // By its pin's name or its name now, the live link is detached and the config
+        // forgets both names: `guard run` guards nothing.
+        let out = config.ok(&guard, &["detach", name]);
+        assert!(out.contains("detached"), "{out}");
+        assert_guarded(&ns, &[], &["v0"]);
+        assert_eq!(config.interfaces(), Vec::<String>::new(), "detach {name}");
+        config.reconcile(&ns, &guard);
+        assert_guarded(&ns, &[], &["v0"]);
+    }
+}
+
+#[test]
 fn guard_run_keeps_a_renamed_interface_its_config_names_by_either_name() {
     if !require_privileges("guard_run_keeps_a_renamed_interface_its_config_names_by_either_name") {
         return;
@@ -291,13 +381,13 @@ fn guard_run_keeps_a_renamed_interface_its_config_names_by_either_name() {
         lab_link(&ns, "w0").contains("xdp"),
         "w0 lost its XDP program"
     );
-    // The config now names w0: the same link, kept, not attached again.
+    // The config now names w0: the same link, kept (not attached again) and pinned as w0.
     reconcile("\"w0\"");
     assert!(
         lab_link(&ns, "w0").contains("xdp"),
         "w0 lost its XDP program"
     );
-    assert_eq!(interfaces(&guard), [entry("v0", Some("w0"))]);
+    assert_eq!(interfaces(&guard), [entry("w0", None)]);
     // The config names v0 and a new v0 appears: the config's names decide, so v0 is guarded
     // and w0, which it no longer names, is not.
     ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v9"])
