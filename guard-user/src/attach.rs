@@ -350,6 +350,11 @@ fn attach_one(
 ) -> anyhow::Result<AttachOutcome> {
     let pin = layout.link(name);
     if let Some(pinned) = guarding_pin(layout, name, index) {
+        if pinned != name && pin.exists() && guarded_interface(layout, name).is_none() {
+            // A stale pin under the name asked for, whose interface is guarded under another
+            // pin: it holds nothing, so it goes.
+            remove_link(layout, maps, name)?;
+        }
         return Ok(AttachOutcome::AlreadyAttached {
             mode: recorded_mode(maps, index),
             pinned_as: (pinned != name).then_some(pinned),
@@ -540,8 +545,10 @@ fn repin(layout: &PinLayout, maps: &mut GuardMaps, from: &str, to: &str) -> anyh
 
 /// Re-pins every link whose interface was renamed to one of `names` (a config's) under that
 /// name, when its pin is free or stale, so that the old name is free for another interface
-/// and no link is detached for it; repeated so that chains of renames resolve. Returns the
-/// (old, new) pin names.
+/// and no link is detached for it; repeated so that chains of renames resolve. A pin held by
+/// a link whose interface the config does not name by its name now is taken over (that link
+/// detached, as the config's names decide). Returns the (old, new) pin names; a link that
+/// cannot move is warned about and left as it is.
 pub(crate) fn adopt_renamed(
     layout: &PinLayout,
     maps: &mut GuardMaps,
@@ -558,13 +565,28 @@ pub(crate) fn adopt_renamed(
                 continue;
             }
             if layout.link(&now).exists() {
-                if guarded_interface(layout, &now).is_some() {
-                    // Another live link holds the name: a later pass, once it moved.
+                match guarded_interface(layout, &now) {
+                    // Stale: its interface is gone.
+                    None => {}
+                    // Held by a link that moves to its own interface's name: a later pass.
+                    Some(holder) if names.contains(&holder) => continue,
+                    // Held by a link whose interface the config no longer names (by its name
+                    // now): the config means this interface by the name.
+                    Some(holder) => log::warn!(
+                        "detaching {holder} (pinned as {now}, its name before a rename): the \
+                         config names {now}, which is another interface now"
+                    ),
+                }
+                if let Err(e) = remove_link(layout, maps, &now) {
+                    log::warn!("{now}: {e:#}");
                     continue;
                 }
-                remove_link(layout, maps, &now)?;
             }
-            repin(layout, maps, &pin, &now)?;
+            // One link that cannot move leaves the others to move and the reconcile to go on.
+            if let Err(e) = repin(layout, maps, &pin, &now) {
+                log::warn!("{now}: {e:#}");
+                continue;
+            }
             log::info!("{now}: its link, pinned as {pin} before a rename, is pinned as {now}");
             moved.push((pin, now));
             progress = true;

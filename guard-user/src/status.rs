@@ -81,9 +81,14 @@ pub fn interfaces(layout: &PinLayout, maps: &GuardMaps) -> anyhow::Result<Vec<In
             Some(_) => details.map(|d| d.ifindex),
             None => sys::if_index(&name),
         };
+        // A live link's record is its interface's; a stale one's goes by the pin's name.
+        let live_index = details.filter(|_| live).map(|d| d.ifindex);
         let mode = records
             .iter()
-            .find(|(_, a)| attachment_name(a) == name)
+            .find(|(k, a)| match live_index {
+                Some(index) => *k == index,
+                None => attachment_name(a) == name,
+            })
             .and_then(|(_, a)| AttachedMode::from_code(a.mode));
         interfaces.push(InterfaceStatus {
             name,
@@ -160,6 +165,19 @@ impl Status {
                 "warning: {} stale link(s); remove with `guard detach NAME`\n",
                 self.stale_links
             ));
+        }
+        for i in self.interfaces.iter().filter(|i| !i.attached()) {
+            if self
+                .interfaces
+                .iter()
+                .any(|o| o.renamed_to.as_deref() == Some(i.name.as_str()))
+            {
+                s.push_str(&format!(
+                    "note: {0} is guarded under another pin now: `guard detach {0}` would \
+                     detach it; `guard attach {0}` removes only the stale link\n",
+                    i.name
+                ));
+            }
         }
         s
     }

@@ -306,6 +306,24 @@ fn guard_run_re_pins_through_stale_pins_and_chains_of_renames() {
         assert_eq!(interfaces(&guard), [entry("v0", None), entry("w0", None)]);
     }
 
+    // w0 becomes x0, which the config does not name, v0 becomes w0, a new v0 appears: the
+    // config's w0 is the old v0 now, which keeps its link (pinned as w0); x0 is let go.
+    {
+        let ns = sandbox();
+        let guard = Guard::new(&ns);
+        add_pair(&ns, "w0", "p0");
+        let both = config(&guard, "\"w0\", \"v0\"");
+        reconcile_text(&ns, &guard, &both);
+        let v0_link = link_id(&guard, "v0");
+        rename(&ns, "w0", "x0");
+        rename(&ns, "v0", "w0");
+        add_pair(&ns, "v0", "p9");
+        reconcile_text(&ns, &guard, &both);
+        assert_guarded(&ns, &["v0", "w0"], &["x0"]);
+        assert_eq!(link_id(&guard, "w0"), v0_link, "w0's link was replaced");
+        assert_eq!(interfaces(&guard), [entry("v0", None), entry("w0", None)]);
+    }
+
     // A chain: w0 becomes x0, v0 becomes w0, a new v0 appears; the config names all three.
     let ns = sandbox();
     let guard = Guard::new(&ns);
@@ -351,6 +369,34 @@ fn detach_goes_to_the_live_link_past_a_stale_pin_of_the_same_name() {
         config.reconcile(&ns, &guard);
         assert_guarded(&ns, &[], &["v0"]);
     }
+}
+
+#[test]
+fn attach_removes_a_stale_pin_of_an_interface_guarded_under_another() {
+    if !require_privileges("attach_removes_a_stale_pin_of_an_interface_guarded_under_another") {
+        return;
+    }
+    let ns = sandbox();
+    ns.ip(&["link", "add", "w0", "type", "veth", "peer", "name", "p0"])
+        .expect("veth pair");
+    ns.ip(&["link", "set", "w0", "up"]).expect("link up");
+    let guard = Guard::new(&ns);
+    guard.ok(&["attach", "v0", "w0"]).expect("attach v0 w0");
+    ns.ip(&["link", "del", "v0"]).expect("delete v0");
+    rename(&ns, "w0", "v0");
+    // status tells which command removes the stale pin v0 and which detaches v0.
+    let table = guard.ok(&["status"]).expect("status");
+    assert!(
+        table.contains("`guard attach v0` removes only the stale link"),
+        "{table}"
+    );
+    let out = guard.ok(&["attach", "v0"]).expect("attach v0");
+    assert!(out.contains("already attached"), "{out}");
+    assert_eq!(interfaces(&guard), [entry("w0", Some("v0"))]);
+    assert_guarded(&ns, &["v0"], &[]);
+    let table = guard.ok(&["status"]).expect("status");
+    assert!(!table.contains("stale"), "{table}");
+    assert!(table.contains("native"), "v0's mode is lost: {table}");
 }
 
 #[test]
