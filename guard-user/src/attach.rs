@@ -352,8 +352,10 @@ fn attach_one(
     if let Some(pinned) = guarding_pin(layout, name, index) {
         if pinned != name && pin.exists() && guarded_interface(layout, name).is_none() {
             // A stale pin under the name asked for, whose interface is guarded under another
-            // pin: it holds nothing, so it goes.
-            remove_link(layout, maps, name)?;
+            // pin: it holds nothing, so it goes (if it can; it changes no traffic).
+            if let Err(e) = remove_link(layout, maps, name) {
+                log::warn!("{name}: removing its stale link: {e:#}");
+            }
         }
         return Ok(AttachOutcome::AlreadyAttached {
             mode: recorded_mode(maps, index),
@@ -547,14 +549,14 @@ fn repin(layout: &PinLayout, maps: &mut GuardMaps, from: &str, to: &str) -> anyh
 /// name, when its pin is free or stale, so that the old name is free for another interface
 /// and no link is detached for it; repeated so that chains of renames resolve. A pin held by
 /// a link whose interface the config does not name by its name now is taken over (that link
-/// detached, as the config's names decide). Returns the (old, new) pin names; a link that
-/// cannot move is warned about and left as it is.
+/// detached, as the config's names decide). Returns the interfaces so detached, by their
+/// names now; an error stops the reconcile before it attaches anything.
 pub(crate) fn adopt_renamed(
     layout: &PinLayout,
     maps: &mut GuardMaps,
     names: &[String],
-) -> anyhow::Result<Vec<(String, String)>> {
-    let mut moved = Vec::new();
+) -> anyhow::Result<Vec<String>> {
+    let mut detached = Vec::new();
     loop {
         let mut progress = false;
         for pin in linked_interfaces(layout)? {
@@ -572,27 +574,22 @@ pub(crate) fn adopt_renamed(
                     Some(holder) if names.contains(&holder) => continue,
                     // Held by a link whose interface the config no longer names (by its name
                     // now): the config means this interface by the name.
-                    Some(holder) => log::warn!(
-                        "detaching {holder} (pinned as {now}, its name before a rename): the \
-                         config names {now}, which is another interface now"
-                    ),
+                    Some(holder) => {
+                        log::warn!(
+                            "detaching {holder} (pinned as {now}, its name before a rename): \
+                             the config names {now}, which is another interface now"
+                        );
+                        detached.push(holder);
+                    }
                 }
-                if let Err(e) = remove_link(layout, maps, &now) {
-                    log::warn!("{now}: {e:#}");
-                    continue;
-                }
+                remove_link(layout, maps, &now)?;
             }
-            // One link that cannot move leaves the others to move and the reconcile to go on.
-            if let Err(e) = repin(layout, maps, &pin, &now) {
-                log::warn!("{now}: {e:#}");
-                continue;
-            }
+            repin(layout, maps, &pin, &now)?;
             log::info!("{now}: its link, pinned as {pin} before a rename, is pinned as {now}");
-            moved.push((pin, now));
             progress = true;
         }
         if !progress {
-            return Ok(moved);
+            return Ok(detached);
         }
     }
 }

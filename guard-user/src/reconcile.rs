@@ -224,7 +224,7 @@ fn reconcile_locked(lock: &Lock, layout: &PinLayout, desired: &Desired) -> anyho
     // Interfaces: attach the missing ones, then detach those the config no longer names.
     if !report.loaded {
         let names: Vec<String> = present.iter().map(|(n, _)| n.clone()).collect();
-        adopt_renamed(layout, &mut maps, &names)?;
+        report.detached = adopt_renamed(layout, &mut maps, &names)?;
         let request = AttachRequest {
             interfaces: present.iter().map(|(n, _)| n.clone()).collect(),
             mode: desired.mode,

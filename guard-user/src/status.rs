@@ -160,24 +160,29 @@ impl Status {
                 s.push('\n');
             }
         }
-        if self.stale_links > 0 {
+        // A stale pin whose name a guarded interface has now: `guard detach NAME` means that
+        // interface, so the way to remove the pin alone is `guard attach NAME`.
+        let (shadowed, plain): (Vec<&InterfaceStatus>, Vec<&InterfaceStatus>) = self
+            .interfaces
+            .iter()
+            .filter(|i| !i.attached())
+            .partition(|i| {
+                self.interfaces
+                    .iter()
+                    .any(|o| o.renamed_to.as_deref() == Some(i.name.as_str()))
+            });
+        if !plain.is_empty() {
             s.push_str(&format!(
                 "warning: {} stale link(s); remove with `guard detach NAME`\n",
-                self.stale_links
+                plain.len()
             ));
         }
-        for i in self.interfaces.iter().filter(|i| !i.attached()) {
-            if self
-                .interfaces
-                .iter()
-                .any(|o| o.renamed_to.as_deref() == Some(i.name.as_str()))
-            {
-                s.push_str(&format!(
-                    "note: {0} is guarded under another pin now: `guard detach {0}` would \
-                     detach it; `guard attach {0}` removes only the stale link\n",
-                    i.name
-                ));
-            }
+        for i in shadowed {
+            s.push_str(&format!(
+                "warning: stale link {0}; {0} is guarded under another pin now: `guard attach \
+                 {0}` removes the stale link only (`guard detach {0}` would detach {0})\n",
+                i.name
+            ));
         }
         s
     }

@@ -387,7 +387,7 @@ fn attach_removes_a_stale_pin_of_an_interface_guarded_under_another() {
     // status tells which command removes the stale pin v0 and which detaches v0.
     let table = guard.ok(&["status"]).expect("status");
     assert!(
-        table.contains("`guard attach v0` removes only the stale link"),
+        table.contains("`guard attach v0` removes the stale link only"),
         "{table}"
     );
     let out = guard.ok(&["attach", "v0"]).expect("attach v0");
