@@ -226,7 +226,7 @@ fn reconcile_locked(lock: &Lock, layout: &PinLayout, desired: &Desired) -> anyho
         let names: Vec<String> = present.iter().map(|(n, _)| n.clone()).collect();
         report.detached = adopt_renamed(layout, &mut maps, &names)?;
         let request = AttachRequest {
-            interfaces: present.iter().map(|(n, _)| n.clone()).collect(),
+            interfaces: names,
             mode: desired.mode,
             by_name: true,
             ..Default::default()

@@ -39,14 +39,16 @@ fn bpf(cmd: libc::c_long, attr: &mut [u8]) -> io::Result<i64> {
     }
 }
 
+/// A path as a C string.
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
 /// Renames `from` to `to` unless `to` exists (`renameat2` with `RENAME_NOREPLACE`; bpffs
 /// supports it).
 pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    let c = |p: &Path| {
-        CString::new(p.as_os_str().as_encoded_bytes())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
-    };
-    let (from, to) = (c(from)?, c(to)?);
+    let (from, to) = (c_path(from)?, c_path(to)?);
     // SAFETY: both are valid NUL-terminated paths for the duration of the call.
     let rc = unsafe {
         libc::renameat2(
@@ -66,8 +68,7 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 
 /// Opens a pinned BPF object.
 pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let c = c_path(path)?;
     let mut attr = [0u8; 16];
     attr[..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
     let fd = bpf(BPF_OBJ_GET, &mut attr)?;

@@ -13,12 +13,25 @@ use serde_json::Value;
 /// A namespace with a veth pair `v0`/`v1`, both up.
 fn sandbox() -> Netns {
     let ns = Netns::new("gren").expect("namespace");
-    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"])
+    add_pair(&ns, "v0", "v1");
+    ns
+}
+
+/// Adds a veth pair `a`/`b` to the namespace, both up.
+fn add_pair(ns: &Netns, a: &str, b: &str) {
+    ns.ip(&["link", "add", a, "type", "veth", "peer", "name", b])
         .expect("veth pair");
-    for dev in ["v0", "v1"] {
+    for dev in [a, b] {
         ns.ip(&["link", "set", dev, "up"]).expect("link up");
     }
-    ns
+}
+
+/// The id of the link pinned as `pin`.
+fn link_id(guard: &Guard, pin: &str) -> u32 {
+    let layout = guard_user::pins::PinLayout::new(guard.pin_path());
+    guard_user::sys::link_details(&layout.link(pin))
+        .expect("a pinned link")
+        .id
 }
 
 /// Renames an interface (it has to be down for that).
@@ -107,11 +120,7 @@ fn the_old_name_detaches_a_renamed_interface_when_no_interface_has_it() {
 fn reused_name(ns: &Netns, guard: &Guard) {
     guard.ok(&["attach", "v0"]).expect("attach v0");
     rename(ns, "v0", "w0");
-    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v9"])
-        .expect("second veth pair");
-    for dev in ["v0", "v9"] {
-        ns.ip(&["link", "set", dev, "up"]).expect("link up");
-    }
+    add_pair(ns, "v0", "v9");
 }
 
 /// Asserts a guard command fails with exit status 1 and an error that mentions `mention`.
@@ -231,34 +240,25 @@ fn guard_run_guards_a_reused_name_and_the_renamed_interface_when_it_names_both()
     ) {
         return;
     }
-    for names in ["\"w0\", \"v0\"", "\"v0\", \"w0\""] {
+    for names in [["w0", "v0"], ["v0", "w0"]] {
         let ns = sandbox();
         let guard = Guard::new(&ns);
-        let pin_path = format!("pin_path = \"{}\"\n", guard.pin_path().display());
-        reconcile_text(&ns, &guard, &format!("interfaces = [\"v0\"]\n{pin_path}"));
+        reconcile_names(&ns, &guard, &["v0"]);
         rename(&ns, "v0", "w0");
-        ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v9"])
-            .expect("second veth pair");
-        ns.ip(&["link", "set", "v0", "up"]).expect("link up");
-        let layout = guard_user::pins::PinLayout::new(guard.pin_path());
-        let link_id = |pin: &str| {
-            guard_user::sys::link_details(&layout.link(pin))
-                .expect("a pinned link")
-                .id
-        };
-        let w0_link = link_id("v0");
+        add_pair(&ns, "v0", "v9");
+        let w0_link = link_id(&guard, "v0");
         // w0's link moves to the pin w0 (the same link: never detached), and the new v0 gets
         // the pin v0.
-        reconcile_text(&ns, &guard, &format!("interfaces = [{names}]\n{pin_path}"));
+        reconcile_names(&ns, &guard, &names);
         assert_guarded(&ns, &["v0", "w0"], &[]);
-        assert_eq!(link_id("w0"), w0_link, "{names}");
+        assert_eq!(link_id(&guard, "w0"), w0_link, "{names:?}");
         assert_eq!(
             interfaces(&guard),
             [entry("v0", None), entry("w0", None)],
-            "{names}"
+            "{names:?}"
         );
         // Stable: another reconcile changes nothing.
-        reconcile_text(&ns, &guard, &format!("interfaces = [{names}]\n{pin_path}"));
+        reconcile_names(&ns, &guard, &names);
         assert_guarded(&ns, &["v0", "w0"], &[]);
     }
 }
@@ -268,58 +268,26 @@ fn guard_run_re_pins_through_stale_pins_and_chains_of_renames() {
     if !require_privileges("guard_run_re_pins_through_stale_pins_and_chains_of_renames") {
         return;
     }
-    let add_pair = |ns: &Netns, a: &str, b: &str| {
-        ns.ip(&["link", "add", a, "type", "veth", "peer", "name", b])
-            .expect("veth pair");
-        for dev in [a, b] {
-            ns.ip(&["link", "set", dev, "up"]).expect("link up");
-        }
-    };
-    let link_id = |guard: &Guard, pin: &str| {
-        let layout = guard_user::pins::PinLayout::new(guard.pin_path());
-        guard_user::sys::link_details(&layout.link(pin))
-            .expect("a pinned link")
-            .id
-    };
-
-    let config = |guard: &Guard, names: &str| {
-        format!(
-            "interfaces = [{names}]\npin_path = \"{}\"\n",
-            guard.pin_path().display()
-        )
-    };
-
-    // The pin w0 is stale (w0 deleted) when v0 takes the name w0 and a new v0 appears.
-    {
+    // v0 takes the name w0 and a new v0 appears, after w0 either went (its pin is stale) or
+    // became x0, which the config does not name (its pin is taken over, x0 let go): the
+    // config's w0 is the old v0 now, which keeps its link, pinned as w0.
+    for w0_deleted in [true, false] {
         let ns = sandbox();
         let guard = Guard::new(&ns);
         add_pair(&ns, "w0", "p0");
-        let both = config(&guard, "\"w0\", \"v0\"");
-        reconcile_text(&ns, &guard, &both);
+        reconcile_names(&ns, &guard, &["w0", "v0"]);
         let v0_link = link_id(&guard, "v0");
-        ns.ip(&["link", "del", "w0"]).expect("delete w0");
+        let unguarded: &[&str] = if w0_deleted {
+            ns.ip(&["link", "del", "w0"]).expect("delete w0");
+            &[]
+        } else {
+            rename(&ns, "w0", "x0");
+            &["x0"]
+        };
         rename(&ns, "v0", "w0");
         add_pair(&ns, "v0", "p9");
-        reconcile_text(&ns, &guard, &both);
-        assert_guarded(&ns, &["v0", "w0"], &[]);
-        assert_eq!(link_id(&guard, "w0"), v0_link, "w0's link was replaced");
-        assert_eq!(interfaces(&guard), [entry("v0", None), entry("w0", None)]);
-    }
-
-    // w0 becomes x0, which the config does not name, v0 becomes w0, a new v0 appears: the
-    // config's w0 is the old v0 now, which keeps its link (pinned as w0); x0 is let go.
-    {
-        let ns = sandbox();
-        let guard = Guard::new(&ns);
-        add_pair(&ns, "w0", "p0");
-        let both = config(&guard, "\"w0\", \"v0\"");
-        reconcile_text(&ns, &guard, &both);
-        let v0_link = link_id(&guard, "v0");
-        rename(&ns, "w0", "x0");
-        rename(&ns, "v0", "w0");
-        add_pair(&ns, "v0", "p9");
-        reconcile_text(&ns, &guard, &both);
-        assert_guarded(&ns, &["v0", "w0"], &["x0"]);
+        reconcile_names(&ns, &guard, &["w0", "v0"]);
+        assert_guarded(&ns, &["v0", "w0"], unguarded);
         assert_eq!(link_id(&guard, "w0"), v0_link, "w0's link was replaced");
         assert_eq!(interfaces(&guard), [entry("v0", None), entry("w0", None)]);
     }
@@ -328,13 +296,13 @@ fn guard_run_re_pins_through_stale_pins_and_chains_of_renames() {
     let ns = sandbox();
     let guard = Guard::new(&ns);
     add_pair(&ns, "w0", "p0");
-    let all = config(&guard, "\"x0\", \"w0\", \"v0\"");
-    reconcile_text(&ns, &guard, &all);
+    let all = ["x0", "w0", "v0"];
+    reconcile_names(&ns, &guard, &all);
     let (v0_link, w0_link) = (link_id(&guard, "v0"), link_id(&guard, "w0"));
     rename(&ns, "w0", "x0");
     rename(&ns, "v0", "w0");
     add_pair(&ns, "v0", "p9");
-    reconcile_text(&ns, &guard, &all);
+    reconcile_names(&ns, &guard, &all);
     assert_guarded(&ns, &["v0", "w0", "x0"], &[]);
     assert_eq!(link_id(&guard, "x0"), w0_link, "x0's link was replaced");
     assert_eq!(link_id(&guard, "w0"), v0_link, "w0's link was replaced");
@@ -351,9 +319,7 @@ fn detach_goes_to_the_live_link_past_a_stale_pin_of_the_same_name() {
     }
     for name in ["w0", "v0"] {
         let ns = sandbox();
-        ns.ip(&["link", "add", "w0", "type", "veth", "peer", "name", "p0"])
-            .expect("veth pair");
-        ns.ip(&["link", "set", "w0", "up"]).expect("link up");
+        add_pair(&ns, "w0", "p0");
         let guard = Guard::new(&ns);
         let config = ConfigFile::new(&guard, &[]);
         config.ok(&guard, &["attach", "v0", "w0"]);
@@ -377,9 +343,7 @@ fn attach_removes_a_stale_pin_of_an_interface_guarded_under_another() {
         return;
     }
     let ns = sandbox();
-    ns.ip(&["link", "add", "w0", "type", "veth", "peer", "name", "p0"])
-        .expect("veth pair");
-    ns.ip(&["link", "set", "w0", "up"]).expect("link up");
+    add_pair(&ns, "w0", "p0");
     let guard = Guard::new(&ns);
     guard.ok(&["attach", "v0", "w0"]).expect("attach v0 w0");
     ns.ip(&["link", "del", "v0"]).expect("delete v0");
@@ -407,28 +371,17 @@ fn guard_run_keeps_a_renamed_interface_its_config_names_by_either_name() {
     let ns = sandbox();
     // Its drop unloads what the reconciles below load.
     let guard = Guard::new(&ns);
-    let layout = guard_user::pins::PinLayout::new(guard.pin_path());
-    let reconcile = |interfaces: &str| {
-        let text = format!(
-            "interfaces = [{interfaces}]\npin_path = \"{}\"\n",
-            guard.pin_path().display()
-        );
-        let desired = guard_user::config::parse(std::path::Path::new("/tmp/guard.toml"), &text)
-            .expect("config");
-        ns.run(|| guard_user::reconcile::reconcile(&layout, &desired).map(|_| ()))
-            .expect("entering the namespace")
-            .expect("reconcile");
-    };
-    reconcile("\"v0\"");
+    let reconcile = |names: &[&str]| reconcile_names(&ns, &guard, names);
+    reconcile(&["v0"]);
     rename(&ns, "v0", "w0");
     // The config still names v0, which no interface has: the link stays.
-    reconcile("\"v0\"");
+    reconcile(&["v0"]);
     assert!(
         lab_link(&ns, "w0").contains("xdp"),
         "w0 lost its XDP program"
     );
     // The config now names w0: the same link, kept (not attached again) and pinned as w0.
-    reconcile("\"w0\"");
+    reconcile(&["w0"]);
     assert!(
         lab_link(&ns, "w0").contains("xdp"),
         "w0 lost its XDP program"
@@ -436,10 +389,8 @@ fn guard_run_keeps_a_renamed_interface_its_config_names_by_either_name() {
     assert_eq!(interfaces(&guard), [entry("w0", None)]);
     // The config names v0 and a new v0 appears: the config's names decide, so v0 is guarded
     // and w0, which it no longer names, is not.
-    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v9"])
-        .expect("second veth pair");
-    ns.ip(&["link", "set", "v0", "up"]).expect("link up");
-    reconcile("\"v0\"");
+    add_pair(&ns, "v0", "v9");
+    reconcile(&["v0"]);
     assert!(lab_link(&ns, "v0").contains("xdp"), "v0 is not guarded");
     assert!(!lab_link(&ns, "w0").contains("xdp"), "w0 is still guarded");
     assert_eq!(interfaces(&guard), [entry("v0", None)]);
@@ -456,16 +407,7 @@ impl ConfigFile {
     fn new(guard: &Guard, interfaces: &[&str]) -> ConfigFile {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("guard.toml");
-        let names: Vec<String> = interfaces.iter().map(|n| format!("{n:?}")).collect();
-        std::fs::write(
-            &path,
-            format!(
-                "interfaces = [{}]\npin_path = \"{}\"\n",
-                names.join(", "),
-                guard.pin_path().display()
-            ),
-        )
-        .expect("config");
+        std::fs::write(&path, config_text(guard, interfaces)).expect("config");
         ConfigFile { _dir: dir, path }
     }
 
@@ -497,6 +439,21 @@ impl ConfigFile {
             &std::fs::read_to_string(&self.path).expect("config"),
         );
     }
+}
+
+/// A config naming `interfaces` and the guard's pin path.
+fn config_text(guard: &Guard, interfaces: &[&str]) -> String {
+    let names: Vec<String> = interfaces.iter().map(|n| format!("{n:?}")).collect();
+    format!(
+        "interfaces = [{}]\npin_path = \"{}\"\n",
+        names.join(", "),
+        guard.pin_path().display()
+    )
+}
+
+/// `guard run`'s reconcile of a config naming `interfaces`, in the namespace.
+fn reconcile_names(ns: &Netns, guard: &Guard, interfaces: &[&str]) {
+    reconcile_text(ns, guard, &config_text(guard, interfaces));
 }
 
 /// `guard run`'s reconcile of the config `text`, in the namespace.
