@@ -57,7 +57,10 @@ pub fn load<'a>(ns: &'a Netns, iface: &str, features: Option<&str>) -> anyhow::R
     if Path::new(PIN_DIR).exists() {
         bail!("{PIN_DIR} exists: another xdp-filter is in use on this host");
     }
-    std::fs::create_dir_all(libxdp_dir())?;
+    // A fresh machine has no bpffs mounted until guard first pins something, and xdp-filter
+    // and libxdp's state both live on it: mount it as guard would.
+    guard_user::pins::ensure_bpffs(Path::new(PIN_DIR))?;
+    std::fs::create_dir_all(libxdp_dir()).with_context(|| format!("creating {}", libxdp_dir()))?;
     let mut cmd = xdp_filter(ns);
     cmd.args(["load", "--mode", "native"]);
     if let Some(f) = features {
