@@ -424,6 +424,16 @@ pub fn markdown(r: &Report) -> String {
     s
 }
 
+/// "N ns more" for a step's cost; a step that reads cheaper than the one before it (whole-ns
+/// medians of separate rows) says so rather than costing "-1 ns more".
+fn more_ns(step: f64) -> String {
+    if step < 0.0 {
+        format!("{:.0} ns less (rounding: this row read cheaper)", -step)
+    } else {
+        format!("{step:.0} ns more")
+    }
+}
+
 /// A few readings of the run, computed from it.
 fn observations(s: &mut String, r: &Report) {
     let mut lines = Vec::new();
@@ -439,8 +449,8 @@ fn observations(s: &mut String, r: &Report) {
             "Where a dropped frame's {:.0} ns over the {:.0} ns floor go, at 100,000 prefixes: \
              {:.0} ns read the context, parse Ethernet, IPv4 and UDP in one bounds check, test \
              the port and count the verdict per interface and CPU (UDP to port 53, not \
-             protected: {:.0} ns); {:.0} ns more look the source up in one table row and \
-             decide ({:.0} ns); and {:.0} ns more read the /32 chunk of a /24 that holds \
+             protected: {:.0} ns); {} look the source up in one table row and \
+             decide ({:.0} ns); and {} read the /32 chunk of a /24 that holds \
              longer prefixes (the deepest miss: {:.0} ns). Frames other than plain IPv4 take \
              the header-by-header parse: an ARP frame costs {:.0} ns. Differences under 1 ns \
              are within the kernel's rounding.",
@@ -448,9 +458,9 @@ fn observations(s: &mut String, r: &Report) {
             t.floor_ns,
             port - t.floor_ns,
             port,
-            shallow - port,
+            more_ns(shallow - port),
             shallow,
-            deep - shallow,
+            more_ns(deep - shallow),
             deep,
             arp
         ));
@@ -1016,4 +1026,16 @@ pub fn write(dir: &Path, r: &Report) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", json.display()))?;
     eprintln!("bench: wrote {} and {}", md.display(), json.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::more_ns;
+
+    #[test]
+    fn a_cheaper_step_is_not_a_negative_cost() {
+        assert_eq!(more_ns(2.0), "2 ns more");
+        assert_eq!(more_ns(0.0), "0 ns more");
+        assert_eq!(more_ns(-1.0), "1 ns less (rounding: this row read cheaper)");
+    }
 }
