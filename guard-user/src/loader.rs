@@ -76,8 +76,14 @@ pub fn load_pinned(layout: &PinLayout, sizes: &MapSizes) -> anyhow::Result<Ebpf>
 /// Loads the object with private, unpinned maps, and loads the program: for tests and
 /// benchmarks that must not touch the host's guard.
 pub fn load_unpinned(sizes: &MapSizes) -> anyhow::Result<Ebpf> {
+    load_unpinned_object(OBJECT, sizes)
+}
+
+/// As [`load_unpinned`], for another build of guard's BPF object (`object`, 8-byte aligned):
+/// for benchmarks that compare two builds of the program. Its maps must be this build's.
+pub fn load_unpinned_object(object: &[u8], sizes: &MapSizes) -> anyhow::Result<Ebpf> {
     let mut ebpf = sized(sizes)
-        .load(OBJECT)
+        .load(object)
         .context("loading guard's BPF object")?;
     program(&mut ebpf)?
         .load()

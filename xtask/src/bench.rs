@@ -29,6 +29,14 @@ pub struct Options {
     /// Seed of the random allowlists.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Interleaved rounds of the repeated BPF_PROG_TEST_RUN rows (default 15, 3 with --quick).
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Instead of the report: this build's XDP program against other builds of it (guard's
+    /// BPF object files), path by path in BPF_PROG_TEST_RUN; writes ab.md to
+    /// target/guard-bench/ (or --out).
+    #[arg(long, value_name = "NAME=OBJECT,...")]
+    pub ab: Option<String>,
 }
 
 /// Runs setup, builds guard (release), then
@@ -45,6 +53,22 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     if let Some(seed) = opts.seed {
         args.extend(["--seed".into(), seed.to_string()]);
+    }
+    if let Some(rounds) = opts.rounds {
+        args.extend(["--rounds".into(), rounds.to_string()]);
+    }
+    if let Some(ab) = &opts.ab {
+        let absolute = ab
+            .split(',')
+            .map(|spec| match spec.split_once('=') {
+                Some((name, path)) => Ok(format!(
+                    "{name}={}",
+                    std::path::absolute(path)?.to_string_lossy()
+                )),
+                None => Ok(spec.to_owned()),
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        args.extend(["--ab".into(), absolute.join(",")]);
     }
     if let Some(out) = &opts.out {
         args.extend(["--out".into(), out.to_string_lossy().into_owned()]);

@@ -66,7 +66,12 @@ pub struct Instance {
 impl Instance {
     /// Loads guard with default map sizes and allowlists `allow`.
     pub fn load(allow: &[IpNet], policy: Policy) -> anyhow::Result<Self> {
-        let mut ebpf = loader::load_unpinned(&MapSizes::default())?;
+        Self::load_object(guard_user::object::OBJECT, allow, policy)
+    }
+
+    /// As [`Instance::load`], for another build of guard's BPF object (8-byte aligned).
+    pub fn load_object(object: &[u8], allow: &[IpNet], policy: Policy) -> anyhow::Result<Self> {
+        let mut ebpf = loader::load_unpinned_object(object, &MapSizes::default())?;
         let maps = GuardMaps::take(&mut ebpf)?;
         let mut me = Self {
             ebpf,

@@ -1,5 +1,6 @@
 //! The parts of guard-bench (see src/bin/guard-bench.rs).
 
+pub mod ab;
 pub mod bpf;
 pub mod control;
 pub mod guard;

@@ -101,15 +101,22 @@ pub struct Timed {
     pub guard_over_floor_ns: Vec<f64>,
 }
 
-struct Path {
-    id: &'static str,
-    label: &'static str,
-    policy: Policy,
-    frame: Vec<u8>,
-    expect: Verdict,
+/// A path through guard: a frame, the policy it is judged under, and its verdict.
+pub struct Path {
+    /// Stable id (`dropped`, `allowlisted`, ...).
+    pub id: &'static str,
+    /// What the path is.
+    pub label: &'static str,
+    /// guard's policy for the path.
+    pub policy: Policy,
+    /// The frame.
+    pub frame: Vec<u8>,
+    /// guard's verdict on it.
+    pub expect: Verdict,
 }
 
-fn paths(lists: &Lists) -> Vec<Path> {
+/// The measured paths, with frames built from `lists`.
+pub fn paths(lists: &Lists) -> Vec<Path> {
     let miss = V4::from(lists.v4_deep_miss());
     let hit = V4::from(lists.v4_hit());
     vec![

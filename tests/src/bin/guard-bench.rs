@@ -7,7 +7,10 @@
 //! XDP programs, nft tables and pins are removed at the end, on failure and on Ctrl-C.
 //!
 //! Options: `--quick` (a short smoke run, written to target/guard-bench/), `--out DIR`,
-//! `--only testrun,live,control`, `--seed N`.
+//! `--only testrun,live,control`, `--seed N`, `--rounds N` (interleaved rounds of the
+//! repeated BPF_PROG_TEST_RUN rows), and `--ab NAME=OBJECT,...`: instead of the
+//! report, this build's XDP program against other builds of it, path by path
+//! (`bench::ab`), written to DIR/ab.md (default target/guard-bench/).
 
 #[path = "../bench/mod.rs"]
 mod bench;
@@ -15,13 +18,14 @@ mod bench;
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, bail};
-use bench::{Params, control, live, machine, prefixes::Lists, report, sys, testrun, topo};
+use bench::{Params, ab, control, live, machine, prefixes::Lists, report, sys, testrun, topo};
 use guard_tests::privilege;
 
 struct Options {
     params: Params,
     out: Option<PathBuf>,
     parts: Vec<String>,
+    ab: Option<Vec<ab::Build>>,
 }
 
 const PARTS: [&str; 3] = ["testrun", "live", "control"];
@@ -31,6 +35,8 @@ fn parse_args() -> anyhow::Result<Option<Options>> {
     let mut out = None;
     let mut parts: Vec<String> = PARTS.iter().map(|s| (*s).to_owned()).collect();
     let mut seed = None;
+    let mut ab = None;
+    let mut rounds = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -55,13 +61,33 @@ fn parse_args() -> anyhow::Result<Option<Options>> {
                         .context("--seed needs a number")?,
                 )
             }
+            "--rounds" => {
+                rounds = Some(
+                    args.next()
+                        .context("--rounds needs a number")?
+                        .parse()
+                        .context("--rounds needs a number")?,
+                )
+            }
+            "--ab" => {
+                let list = args.next().context("--ab needs NAME=OBJECT,...")?;
+                let mut builds = vec![ab::Build::this()];
+                for spec in list.split(',') {
+                    builds.push(ab::Build::parse(spec)?);
+                }
+                ab = Some(builds);
+            }
             "-h" | "--help" => {
                 println!(
-                    "guard-bench [--quick] [--out DIR] [--only testrun,live,control] [--seed N]\n\n\
+                    "guard-bench [--quick] [--out DIR] [--only testrun,live,control] [--seed N] [--rounds N]\n\
+                     guard-bench [--quick] [--out DIR] [--rounds N] --ab NAME=OBJECT[,NAME=OBJECT...]\n\n\
                      Measures guard (BPF_PROG_TEST_RUN per-packet cost, veth throughput against \
                      nftables, xdp-filter and a no-op ceiling, control plane) and writes \
                      BENCHMARKS.md and benchmarks.json to DIR (default: docs/, or \
-                     target/guard-bench/ with --quick, a partial run or a failure). Needs root."
+                     target/guard-bench/ with --quick, a partial run or a failure). With --ab, \
+                     measures this build's XDP program against other builds of it (guard's BPF \
+                     object files) path by path instead, and writes ab.md to DIR (default \
+                     target/guard-bench/). Needs root."
                 );
                 return Ok(None);
             }
@@ -71,7 +97,16 @@ fn parse_args() -> anyhow::Result<Option<Options>> {
     if let Some(seed) = seed {
         params.seed = seed;
     }
-    Ok(Some(Options { params, out, parts }))
+    if let Some(rounds) = rounds {
+        anyhow::ensure!(rounds > 0, "--rounds needs at least 1");
+        params.rounds = rounds;
+    }
+    Ok(Some(Options {
+        params,
+        out,
+        parts,
+        ab,
+    }))
 }
 
 fn main() -> ExitCode {
@@ -121,6 +156,19 @@ fn run() -> anyhow::Result<()> {
         );
     }
     let lists = Lists::generate(p.seed, live::PREFIXES, 10_000);
+    if let Some(builds) = &opts.ab {
+        let report = ab::run(p, &lists, builds)?;
+        let out = opts
+            .out
+            .clone()
+            .unwrap_or_else(|| workspace.join("target/guard-bench"));
+        std::fs::create_dir_all(&out)?;
+        let file = out.join("ab.md");
+        std::fs::write(&file, &report).with_context(|| format!("writing {}", file.display()))?;
+        println!("{report}");
+        eprintln!("bench: wrote {}", file.display());
+        return Ok(());
+    }
 
     let mut errors = Vec::new();
     let part = |name: &str| opts.parts.iter().any(|p| p == name);
