@@ -6,8 +6,11 @@
 //!
 //! An object is the file aya-build leaves at
 //! `target/release/build/guard-user-*/out/aya-build/target/guard-ebpf/bpfel-unknown-none/release/guard`;
-//! copy it aside before changing the program. Its maps must be this build's (the comparison
-//! loads it through this build's loader and fills this build's allowlist).
+//! copy it aside before changing the program. Its maps and its configuration layout must be
+//! this build's: the comparison loads it through this build's loader, fills this build's
+//! allowlist and writes this build's `GuardConfig`. Every path's verdict is checked on every
+//! load, but a build that reads the configuration at other offsets can still pass that check
+//! and then time the wrong work (a changed layout is compared by changing both sides).
 //!
 //! Two timings per path: the kernel's whole-ns mean per run (as in the report's tables), and
 //! its run-time statistics (BPF_ENABLE_STATS: fractions of a nanosecond, with a clock read on
