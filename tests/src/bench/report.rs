@@ -217,9 +217,15 @@ pub fn targets(
         // The programs' own difference, timed run by run with one generator CPU.
         let timed = match l.map(|l| &l.in_situ) {
             Some(x) if cpus == 1 => format!(
-                "; timed run by run on veth, guard's program costs {:.2} ns a frame more than \
-                 the reference's",
-                x.guard_extra_ns()
+                "; timed run by run on veth, guard's program costs {}",
+                match x.guard_extra_ns() {
+                    e if e < 0.0 => format!(
+                        "{:.2} ns a frame less than the reference's, whose work is a subset \
+                         of guard's: within the spread",
+                        -e
+                    ),
+                    e => format!("{e:.2} ns a frame more than the reference's"),
+                }
             ),
             _ => String::new(),
         };
@@ -434,6 +440,19 @@ fn more_ns(step: f64) -> String {
     }
 }
 
+/// guard's cost beyond the reference's: the reference does a subset of guard's work, so a
+/// negative difference is the measurement's spread, and says so rather than cost "-0.39 ns".
+fn extra_ns(extra: f64) -> String {
+    if extra < 0.0 {
+        format!(
+            "{:.2} ns less (the reference does a subset of guard's work: within the spread)",
+            -extra
+        )
+    } else {
+        format!("{extra:.2} ns")
+    }
+}
+
 /// A few readings of the run, computed from it.
 fn observations(s: &mut String, r: &Report) {
     let mut lines = Vec::new();
@@ -518,10 +537,10 @@ fn observations(s: &mut String, r: &Report) {
                  runs alone, so the floor reads {:.1} ns and these are no ratios for the 1.25x \
                  goal): over that floor, guard's dropped path costs {gd:.2} ns and its \
                  allowlisted path {ga:.2} ns, the reference's {rd:.2} and {ra:.2} ns; guard's \
-                 extra work costs {:.2} and {:.2} ns.",
+                 extra work costs {} and {}.",
                 t.timed.floor_ns,
-                gd - rd,
-                ga - ra,
+                extra_ns(gd - rd),
+                extra_ns(ga - ra),
             ));
         }
         let paired = |id: &str| {
@@ -606,8 +625,10 @@ fn observations(s: &mut String, r: &Report) {
         let mut line = format!(
             "Through veth, timed run by run (1 generator CPU, the kernel's run-time \
              statistics): guard's drop costs {:.2} ns per frame over the ceiling's program and \
-             the reference's {:.2} ns, so guard's extra work costs {extra:.2} ns a frame there.",
-            x.guard_over_ceiling_ns, x.reference_over_ceiling_ns,
+             the reference's {:.2} ns, so guard's extra work costs {} a frame there.",
+            x.guard_over_ceiling_ns,
+            x.reference_over_ceiling_ns,
+            extra_ns(extra),
         );
         let rows = (
             live_row(l, "guard_drop", "one_source", 1),
@@ -1030,12 +1051,21 @@ pub fn write(dir: &Path, r: &Report) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::more_ns;
+    use super::{extra_ns, more_ns};
 
     #[test]
     fn a_cheaper_step_is_not_a_negative_cost() {
         assert_eq!(more_ns(2.0), "2 ns more");
         assert_eq!(more_ns(0.0), "0 ns more");
         assert_eq!(more_ns(-1.0), "1 ns less (rounding: this row read cheaper)");
+    }
+
+    #[test]
+    fn guard_cheaper_than_the_reference_is_spread_not_a_negative_cost() {
+        assert_eq!(extra_ns(0.53), "0.53 ns");
+        assert_eq!(
+            extra_ns(-0.39),
+            "0.39 ns less (the reference does a subset of guard's work: within the spread)"
+        );
     }
 }
