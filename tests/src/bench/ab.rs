@@ -16,7 +16,12 @@
 //! its run-time statistics (BPF_ENABLE_STATS: fractions of a nanosecond, with a clock read on
 //! either side of every run, so only differences between programs mean anything).
 
-use std::{fmt::Write as _, os::fd::AsFd as _, path::Path as FsPath};
+use std::{
+    fmt::Write as _,
+    io,
+    os::fd::{AsFd as _, BorrowedFd},
+    path::Path as FsPath,
+};
 
 use anyhow::{Context as _, ensure};
 
@@ -70,21 +75,45 @@ impl Build {
     }
 }
 
-/// Samples of one (path, build): ns over the floor, per load, over the rounds.
-#[derive(Default, Clone)]
+/// Samples of one (path, build): ns over the floor, per load, over the rounds; `whole` from
+/// the kernel's whole-ns mean, `timed` from its run-time statistics.
+#[derive(Clone)]
 struct Samples {
     whole: Vec<Vec<f64>>,
     timed: Vec<Vec<f64>>,
 }
 
+impl Samples {
+    fn new() -> Self {
+        Self {
+            whole: vec![Vec::new(); LOADS],
+            timed: vec![Vec::new(); LOADS],
+        }
+    }
+
+    fn of(&mut self, timed: bool) -> &mut Vec<Vec<f64>> {
+        if timed {
+            &mut self.timed
+        } else {
+            &mut self.whole
+        }
+    }
+}
+
 /// Measures `builds` (the first is the baseline) on guard's paths; returns the report
 /// (markdown).
 pub fn run(p: &Params, lists: &Lists, builds: &[Build]) -> anyhow::Result<String> {
-    let saved = sys::affinity()?;
-    sys::pin_to_cpu(CPU.min(sys::cpus() - 1))?;
-    let r = measure(p, lists, builds);
-    sys::set_affinity(&saved)?;
-    r
+    sys::on_cpu(CPU.min(sys::cpus() - 1), || measure(p, lists, builds))
+}
+
+/// The mean ns per run of `prog` on `frame`: the kernel's run-time statistics when `timed`
+/// (they must be on), else its whole-ns test-run figure.
+fn mean_ns(prog: BorrowedFd<'_>, frame: &[u8], repeat: u32, timed: bool) -> io::Result<f64> {
+    if timed {
+        bpf::timed_run(prog, frame, repeat)
+    } else {
+        Ok(f64::from(bpf::test_run(prog, frame, repeat)?.duration_ns))
+    }
 }
 
 fn measure(p: &Params, lists: &Lists, builds: &[Build]) -> anyhow::Result<String> {
@@ -100,31 +129,23 @@ fn measure(p: &Params, lists: &Lists, builds: &[Build]) -> anyhow::Result<String
         for _ in 0..LOADS {
             let mut g = Instance::load_object(b.object, &lists.allowlist(PREFIXES), Policy::Drop)
                 .with_context(|| format!("loading {}", b.name))?;
-            for path in &paths {
-                g.set_policy(path.policy)?;
-                if path.expect == guard_common::Verdict::RateLimited {
-                    // Spend the source's burst first.
-                    g.run(&path.frame, 100)?;
-                }
-                g.verify(&path.frame, path.expect)
-                    .with_context(|| format!("{}: {}", b.name, path.id))?;
-            }
+            testrun::verify_paths(&mut g, &paths).with_context(|| b.name.clone())?;
             mine.push(g);
         }
         loads.push(mine);
     }
-    let fd = |g: &mut Instance| g.prog_fd().map(|f| f.try_clone_to_owned());
-    let mut samples = vec![vec![Samples::default(); builds.len()]; paths.len()];
-    for s in samples.iter_mut().flatten() {
-        s.whole = vec![Vec::new(); LOADS];
-        s.timed = vec![Vec::new(); LOADS];
-    }
+    let mut samples = vec![vec![Samples::new(); builds.len()]; paths.len()];
     let (mut floor_whole, mut floor_timed) = (Vec::new(), Vec::new());
     for timed in [false, true] {
         let _stats = timed
             .then(bpf::enable_run_stats)
             .transpose()
             .context("BPF_ENABLE_STATS")?;
+        let floors = if timed {
+            &mut floor_timed
+        } else {
+            &mut floor_whole
+        };
         for round in 0..p.rounds {
             sys::check_interrupted()?;
             eprintln!(
@@ -138,31 +159,13 @@ fn measure(p: &Params, lists: &Lists, builds: &[Build]) -> anyhow::Result<String
                 }
             );
             for (i, path) in paths.iter().enumerate() {
-                let f = if timed {
-                    bpf::timed_run(floor.as_fd(), &path.frame, p.repeat)?
-                } else {
-                    f64::from(bpf::test_run(floor.as_fd(), &path.frame, p.repeat)?.duration_ns)
-                };
-                if timed {
-                    floor_timed.push(f);
-                } else {
-                    floor_whole.push(f);
-                }
+                let f = mean_ns(floor.as_fd(), &path.frame, p.repeat, timed)?;
+                floors.push(f);
                 for (b, mine) in loads.iter_mut().enumerate() {
                     for (l, g) in mine.iter_mut().enumerate() {
                         g.set_policy(path.policy)?;
-                        let prog = fd(g)??;
-                        let ns = if timed {
-                            bpf::timed_run(prog.as_fd(), &path.frame, p.repeat)?
-                        } else {
-                            f64::from(g.run(&path.frame, p.repeat)?.1)
-                        };
-                        let s = &mut samples[i][b];
-                        if timed {
-                            s.timed[l].push(ns - f);
-                        } else {
-                            s.whole[l].push(ns - f);
-                        }
+                        let ns = mean_ns(g.prog_fd()?, &path.frame, p.repeat, timed)?;
+                        samples[i][b].of(timed)[l].push(ns - f);
                     }
                 }
             }
@@ -243,19 +246,19 @@ fn report(
 /// Whether every load of one build was cheaper than every load of the other (the loads'
 /// medians): a difference that where the kernel placed a load cannot explain.
 fn separation(base: &Samples, other: &Samples) -> &'static str {
-    let medians = |s: &Samples| s.timed.iter().map(|v| sys::median(v)).collect::<Vec<_>>();
-    let (a, b) = (medians(base), medians(other));
-    let (a_min, a_max) = (
-        a.iter().copied().fold(f64::INFINITY, f64::min),
-        a.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-    );
-    let (b_min, b_max) = (
-        b.iter().copied().fold(f64::INFINITY, f64::min),
-        b.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-    );
-    if b_max < a_min {
+    // The lowest and highest of the loads' medians.
+    let range = |s: &Samples| {
+        s.timed
+            .iter()
+            .map(|v| sys::median(v))
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), m| {
+                (low.min(m), high.max(m))
+            })
+    };
+    let ((a_low, a_high), (b_low, b_high)) = (range(base), range(other));
+    if b_high < a_low {
         "every load cheaper"
-    } else if b_min > a_max {
+    } else if b_low > a_high {
         "every load dearer"
     } else {
         "loads overlap"

@@ -121,6 +121,16 @@ pub fn set_affinity(a: &Affinity) -> io::Result<()> {
     Ok(())
 }
 
+/// Runs `f` with the calling thread pinned to `cpu`, then restores its CPU set (also when `f`
+/// fails).
+pub fn on_cpu<T>(cpu: usize, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let saved = affinity()?;
+    pin_to_cpu(cpu)?;
+    let r = f();
+    set_affinity(&saved)?;
+    r
+}
+
 /// Pins the calling thread to `cpu`.
 pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within it for cpu < 1024.

@@ -232,12 +232,22 @@ const CPU: usize = 1;
 
 /// Runs the whole part.
 pub fn run(p: &Params, lists: &Lists) -> anyhow::Result<Results> {
-    let saved = sys::affinity()?;
     let cpu = CPU.min(sys::cpus() - 1);
-    sys::pin_to_cpu(cpu)?;
-    let r = measure(p, lists, cpu);
-    sys::set_affinity(&saved)?;
-    r
+    sys::on_cpu(cpu, || measure(p, lists, cpu))
+}
+
+/// Checks that `g` gives every path its verdict (spending the rate-limited source's burst
+/// first), so that no row times the wrong work.
+pub fn verify_paths(g: &mut Instance, paths: &[Path]) -> anyhow::Result<()> {
+    for path in paths {
+        g.set_policy(path.policy)?;
+        if path.expect == Verdict::RateLimited {
+            // Spend the source's burst first.
+            g.run(&path.frame, 100)?;
+        }
+        g.verify(&path.frame, path.expect).context(path.id)?;
+    }
+    Ok(())
 }
 
 fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
@@ -288,15 +298,7 @@ fn measure(p: &Params, lists: &Lists, cpu: usize) -> anyhow::Result<Results> {
         let mut loads = Vec::new();
         for _ in 0..LOADS {
             let mut g = Instance::load(&lists.allowlist(n), Policy::Drop)?;
-            for path in &paths {
-                g.set_policy(path.policy)?;
-                if path.expect == Verdict::RateLimited {
-                    // Spend the source's burst first.
-                    g.run(&path.frame, 100)?;
-                }
-                g.verify(&path.frame, path.expect)
-                    .with_context(|| format!("{} with {n} prefixes", path.id))?;
-            }
+            verify_paths(&mut g, &paths).with_context(|| format!("{n} prefixes"))?;
             loads.push(g);
         }
         guards.push(loads.remove(0));

@@ -53,22 +53,8 @@ fn parse_args() -> anyhow::Result<Option<Options>> {
                     bail!("unknown part {bad:?}: expected some of {}", PARTS.join(","));
                 }
             }
-            "--seed" => {
-                seed = Some(
-                    args.next()
-                        .context("--seed needs a number")?
-                        .parse()
-                        .context("--seed needs a number")?,
-                )
-            }
-            "--rounds" => {
-                rounds = Some(
-                    args.next()
-                        .context("--rounds needs a number")?
-                        .parse()
-                        .context("--rounds needs a number")?,
-                )
-            }
+            "--seed" => seed = Some(number(args.next(), "--seed")?),
+            "--rounds" => rounds = Some(number(args.next(), "--rounds")?),
             "--ab" => {
                 let list = args.next().context("--ab needs NAME=OBJECT,...")?;
                 let mut builds = vec![ab::Build::this()];
@@ -107,6 +93,12 @@ fn parse_args() -> anyhow::Result<Option<Options>> {
         parts,
         ab,
     }))
+}
+
+/// The number after option `option`.
+fn number<T: std::str::FromStr>(arg: Option<String>, option: &str) -> anyhow::Result<T> {
+    arg.and_then(|a| a.parse().ok())
+        .with_context(|| format!("{option} needs a number"))
 }
 
 fn main() -> ExitCode {
