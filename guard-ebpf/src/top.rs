@@ -18,7 +18,7 @@ static GUARD_TOP: LruHashMap<BucketKey, TopEntry> =
 #[inline(always)]
 pub fn record(source: &Source<'_>, verdict: Verdict, bytes: u64, weight: u64) {
     let key = source_key(source);
-    match GUARD_TOP.get_ptr_mut(&key) {
+    match GUARD_TOP.get_ptr_mut(key) {
         Some(entry) => {
             // SAFETY: a live map value; the counters are 8-byte aligned.
             unsafe {
@@ -34,7 +34,7 @@ pub fn record(source: &Source<'_>, verdict: Verdict, bytes: u64, weight: u64) {
                 verdict: verdict.slot(),
                 reserved: 0,
             };
-            let _ = GUARD_TOP.insert(&key, &entry, 0);
+            let _ = GUARD_TOP.insert(key, entry, 0);
         }
     }
 }
