@@ -8,7 +8,9 @@
 /// 2: the IPv4 lists gained their direct tables ([`ALLOW_V4_ROWS`] and the rest).
 /// 3: the config's protected ports became a byte per port ([`crate::config::PORT_ENTRIES`]),
 ///    and the config map the program's global data ([`CONFIG_SECTION`]).
-pub const ABI_VERSION: u32 = 3;
+/// 4: each IPv4 direct table became one value of the program's global data
+///    ([`V4_TABLE_SECTIONS`]): a one-entry array whose value is the whole table.
+pub const ABI_VERSION: u32 = 4;
 
 /// Config map (array, one [`crate::GuardConfig`]), as pinned.
 pub const CONFIG: &str = "GUARD_CONFIG";
@@ -16,12 +18,26 @@ pub const CONFIG: &str = "GUARD_CONFIG";
 /// config, which the loader turns into a one-entry array map the program addresses directly.
 pub const CONFIG_SECTION: &str = ".data.config";
 
-/// A map's name in the object, given its pin name (they differ only for [`CONFIG`]).
+/// The IPv4 direct tables, as (pin name, name in the object, size of the value in bytes):
+/// global-data sections of the program, which addresses each table directly (no map lookup,
+/// no key on the stack). Each is a one-entry array map whose value is the whole table; guard
+/// creates those maps itself, memory-mappable, and hands them to the loader.
+pub const V4_TABLE_SECTIONS: [(&str, &str, u32); 4] = [
+    (ALLOW_V4_ROWS, ".bss.a4_l24", V4_ROWS_BYTES),
+    (ALLOW_V4_CHUNKS, ".bss.a4_l32", V4_CHUNKS_BYTES),
+    (DENY_V4_ROWS, ".bss.d4_l24", V4_ROWS_BYTES),
+    (DENY_V4_CHUNKS, ".bss.d4_l32", V4_CHUNKS_BYTES),
+];
+
+/// A map's name in the object, given its pin name (they differ for [`CONFIG`] and the
+/// [`V4_TABLE_SECTIONS`]).
 pub fn object_name(pin_name: &str) -> &str {
     if pin_name == CONFIG {
-        CONFIG_SECTION
-    } else {
-        pin_name
+        return CONFIG_SECTION;
+    }
+    match V4_TABLE_SECTIONS.iter().find(|(pin, ..)| *pin == pin_name) {
+        Some((_, section, _)) => section,
+        None => pin_name,
     }
 }
 
@@ -32,10 +48,11 @@ pub const COUNTERS: &str = "GUARD_COUNTERS";
 /// size. The program looks IPv4 sources up in the direct tables ([`ALLOW_V4_ROWS`],
 /// [`ALLOW_V4_CHUNKS`]) and falls back to this trie only for a /24 marked [`slot::TRIE`].
 pub const ALLOW_V4: &str = "GUARD_ALLOW_V4";
-/// IPv4 allowlist, direct /24 table (array of [`V4_ROWS`] [`V4Row`]s, one per /16).
+/// IPv4 allowlist, direct /24 table (one-entry array whose value is a [`V4Rows`]: a [`V4Row`]
+/// per /16).
 pub const ALLOW_V4_ROWS: &str = "GUARD_A4_L24";
-/// IPv4 allowlist, per-address chunks of the /24s holding prefixes longer than /24 (array of
-/// [`V4_CHUNKS`] [`V4Chunk`]s).
+/// IPv4 allowlist, per-address chunks of the /24s holding prefixes longer than /24 (one-entry
+/// array whose value is a [`V4Chunks`]).
 pub const ALLOW_V4_CHUNKS: &str = "GUARD_A4_L32";
 /// IPv4 allowlist, the owner of each chunk (array of [`V4_CHUNKS`] `u64`: the /24's index
 /// plus one, 0 for a free chunk). Written and read by user space only.
@@ -91,6 +108,15 @@ pub const V4_ROWS: u32 = 65_536;
 /// Chunks of an IPv4 list: at most this many /24s hold prefixes longer than /24 in the direct
 /// tables; beyond it, such a /24 is looked up in the trie.
 pub const V4_CHUNKS: u32 = 65_280;
+
+/// An IPv4 direct table's rows: the value of its one-entry rows map (32 MiB).
+pub type V4Rows = [V4Row; V4_ROWS as usize];
+/// An IPv4 list's chunks: the value of its one-entry chunks map (16 MiB less 64 KiB).
+pub type V4Chunks = [V4Chunk; V4_CHUNKS as usize];
+/// Size of a rows map's value, bytes.
+pub const V4_ROWS_BYTES: u32 = V4_ROWS * 512;
+/// Size of a chunks map's value, bytes.
+pub const V4_CHUNKS_BYTES: u32 = V4_CHUNKS * 256;
 
 /// A row of an IPv4 direct table: the [`slot`] of each /24 of one /16.
 #[repr(C)]
@@ -178,6 +204,8 @@ pub struct Attachment {
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Attachment {}
 
+const _: () = assert!(size_of::<V4Rows>() == V4_ROWS_BYTES as usize);
+const _: () = assert!(size_of::<V4Chunks>() == V4_CHUNKS_BYTES as usize);
 // Every chunk index fits a slot, and a slot cannot be both a `Match` and a chunk.
 const _: () = assert!(slot::CHUNK_BASE as u32 + V4_CHUNKS - 1 <= u16::MAX as u32);
 const _: () = assert!(slot::MAX_MATCH < slot::TRIE && slot::TRIE < slot::CHUNK_BASE);

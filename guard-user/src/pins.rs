@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! /sys/fs/bpf/guard/              pin root (--pin-path, GUARD_PIN_PATH); locked with flock
-//! └── abi-3/                      ABI_VERSION: another guard's layout is refused, not misread
+//! └── abi-4/                      ABI_VERSION: another guard's layout is refused, not misread
 //!     ├── maps/GUARD_CONFIG ...   one pin per map
 //!     ├── prog                    the XDP program, pinned last: its presence means "loaded"
 //!     └── links/IFACE             one bpf_link per attached interface

@@ -1,5 +1,5 @@
 //! The few bpf(2) calls aya 0.14 does not expose: the interface of an XDP link, batched map
-//! operations; and an RCU grace period.
+//! operations, a memory-mappable one-entry array; and an RCU grace period.
 
 use std::{
     ffi::CString,
@@ -8,6 +8,8 @@ use std::{
     path::Path,
 };
 
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
@@ -72,6 +74,41 @@ pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     let mut attr = [0u8; 16];
     attr[..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
     let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel returned a fresh fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Pins the BPF object `fd` at `path`.
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    let c = c_path(path)?;
+    let mut attr = [0u8; 16];
+    attr[..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
+    attr[8..12].copy_from_slice(&(fd.as_raw_fd() as u32).to_ne_bytes());
+    bpf(BPF_OBJ_PIN, &mut attr)?;
+    Ok(())
+}
+
+/// Creates a one-entry array map whose value is `value_size` bytes of zeroes, memory-mappable
+/// (`BPF_F_MMAPABLE`), named `name` (at most 15 bytes are kept).
+pub fn create_mmapable_value(name: &str, value_size: u32) -> io::Result<OwnedFd> {
+    const BPF_MAP_TYPE_ARRAY: u32 = 2;
+    const BPF_F_MMAPABLE: u32 = 1 << 10;
+    // union bpf_attr, map_create: type, key_size, value_size, max_entries, map_flags,
+    // inner_map_fd, numa_node, then map_name[16] at offset 28.
+    let mut attr = [0u8; 72];
+    for (at, v) in [BPF_MAP_TYPE_ARRAY, 4, value_size, 1, BPF_F_MMAPABLE]
+        .into_iter()
+        .enumerate()
+    {
+        attr[at * 4..at * 4 + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+    let name: Vec<u8> = name
+        .bytes()
+        .filter(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.')
+        .take(15)
+        .collect();
+    attr[28..28 + name.len()].copy_from_slice(&name);
+    let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
     // SAFETY: the kernel returned a fresh fd that we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
@@ -282,6 +319,11 @@ impl MappedArray {
         }
         let ptr = std::ptr::NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap"))?;
         Ok(Self { ptr, len })
+    }
+
+    /// The start of the mapping.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
     }
 
     /// The mapping as a slice of `T` (an atomic type: the kernel reads it concurrently).

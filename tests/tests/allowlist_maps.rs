@@ -13,6 +13,7 @@ use guard_user::{
     lists as allowlist,
     loader::{self, MapSizes},
     maps::GuardMaps,
+    pins::PinLayout,
 };
 use ipnet::IpNet;
 
@@ -114,4 +115,56 @@ fn list_round_trips_edge_prefixes() {
     let mut want = set.clone();
     want.sort();
     assert_eq!(allowlist::list(&maps).unwrap(), want);
+}
+
+/// A guard loaded again over maps left pinned (a first attach interrupted before it pinned
+/// its program) keeps the allowlist: in its trie, and in its direct tables, which are the
+/// program's global data and which the loader writes its zeroes into.
+#[test]
+fn loading_over_pinned_maps_keeps_the_tables() {
+    if !require_privileges("loading_over_pinned_maps_keeps_the_tables") {
+        return;
+    }
+    let layout = PinLayout::new(format!(
+        "/sys/fs/bpf/guard-test-reload-{}",
+        std::process::id()
+    ));
+    /// Removes the pins, even when the test fails.
+    struct Unload<'a>(&'a PinLayout);
+    impl Drop for Unload<'_> {
+        fn drop(&mut self) {
+            let _ = guard_user::attach::unload(self.0);
+        }
+    }
+    layout.prepare().expect("pin layout");
+    let _unload = Unload(&layout);
+    let sources = [
+        ([10, 1, 2, 3], XDP_PASS),
+        ([10, 9, 200, 1], XDP_PASS),
+        ([10, 1, 2, 4], XDP_DROP),
+    ];
+    {
+        let mut ebpf = loader::load_pinned(&layout, &MapSizes::default()).expect("load");
+        let mut maps = GuardMaps::take(&mut ebpf).expect("maps");
+        maps.write_config(&table_config()).expect("config");
+        allowlist::allow(&mut maps, &nets(&["10.1.2.3/32", "10.9.0.0/16"])).expect("allow");
+        for (source, expected) in sources {
+            assert_eq!(action(&mut ebpf, source), expected, "{source:?}");
+        }
+    }
+    let mut ebpf = loader::load_pinned(&layout, &MapSizes::default()).expect("load again");
+    let mut maps = GuardMaps::take(&mut ebpf).expect("maps");
+    // The config is global data too; `guard attach` writes it after every load.
+    maps.write_config(&table_config()).expect("config");
+    assert_eq!(
+        allowlist::list(&maps).unwrap(),
+        nets(&["10.1.2.3/32", "10.9.0.0/16"])
+    );
+    for (source, expected) in sources {
+        assert_eq!(
+            action(&mut ebpf, source),
+            expected,
+            "{source:?} after the reload"
+        );
+    }
 }

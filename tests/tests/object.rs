@@ -10,7 +10,8 @@ use guard_common::{
         ALLOW_V4, ALLOW_V4_CHUNKS, ALLOW_V4_OWNERS, ALLOW_V4_ROWS, ALLOW_V6, ATTACHMENTS,
         Attachment, CONFIG_SECTION, COUNTERS, DENY_V4, DENY_V4_CHUNKS, DENY_V4_OWNERS,
         DENY_V4_ROWS, DENY_V6, GLOBAL_BUCKET, PREFIX_BUCKETS, PROGRAM, PrefixEntry, SOURCE_BUCKETS,
-        TOP_TALKERS, TopEntry, V4_CHUNKS, V4_ROWS, V4Chunk, V4Row, object_name,
+        TOP_TALKERS, TopEntry, V4_CHUNKS, V4_CHUNKS_BYTES, V4_ROWS_BYTES, V4Chunk, V4Chunks, V4Row,
+        V4Rows, object_name,
     },
     ratelimit::BucketKey,
     verdict::{COUNTER_ENTRIES, Counter},
@@ -72,18 +73,18 @@ fn every_map_matches_the_shared_types() {
             None,
         ),
         (
-            ALLOW_V4_ROWS,
+            object_name(ALLOW_V4_ROWS),
             BPF_MAP_TYPE_ARRAY,
             4,
-            size_of::<V4Row>(),
-            Some(V4_ROWS),
+            V4_ROWS_BYTES as usize,
+            Some(1),
         ),
         (
-            ALLOW_V4_CHUNKS,
+            object_name(ALLOW_V4_CHUNKS),
             BPF_MAP_TYPE_ARRAY,
             4,
-            size_of::<V4Chunk>(),
-            Some(V4_CHUNKS),
+            V4_CHUNKS_BYTES as usize,
+            Some(1),
         ),
         (ALLOW_V4_OWNERS, BPF_MAP_TYPE_ARRAY, 4, 8, Some(V4_CHUNKS)),
         (
@@ -101,18 +102,18 @@ fn every_map_matches_the_shared_types() {
             None,
         ),
         (
-            DENY_V4_ROWS,
+            object_name(DENY_V4_ROWS),
             BPF_MAP_TYPE_ARRAY,
             4,
-            size_of::<V4Row>(),
-            Some(V4_ROWS),
+            V4_ROWS_BYTES as usize,
+            Some(1),
         ),
         (
-            DENY_V4_CHUNKS,
+            object_name(DENY_V4_CHUNKS),
             BPF_MAP_TYPE_ARRAY,
             4,
-            size_of::<V4Chunk>(),
-            Some(V4_CHUNKS),
+            V4_CHUNKS_BYTES as usize,
+            Some(1),
         ),
         (DENY_V4_OWNERS, BPF_MAP_TYPE_ARRAY, 4, 8, Some(V4_CHUNKS)),
         (
@@ -178,16 +179,10 @@ fn every_map_matches_the_shared_types() {
         if let Some(n) = entries {
             assert_eq!(m.max_entries(), *n, "{name} entries");
         }
-        // User space maps the IPv4 tables into memory to read and change them in place.
-        let mmapable = [
-            ALLOW_V4_ROWS,
-            ALLOW_V4_CHUNKS,
-            ALLOW_V4_OWNERS,
-            DENY_V4_ROWS,
-            DENY_V4_CHUNKS,
-            DENY_V4_OWNERS,
-        ]
-        .contains(name);
+        // User space maps the IPv4 tables into memory to read and change them in place. The
+        // rows and chunks are global data, whose maps guard creates itself (memory-mappable):
+        // the object cannot say so.
+        let mmapable = [ALLOW_V4_OWNERS, DENY_V4_OWNERS].contains(name);
         assert_eq!(
             m.map_flags() & BPF_F_MMAPABLE != 0,
             mmapable,
@@ -210,6 +205,8 @@ fn shared_types_have_no_implicit_padding() {
     assert_eq!(size_of::<PrefixEntry>(), 4);
     assert_eq!(size_of::<V4Row>(), 512);
     assert_eq!(size_of::<V4Chunk>(), 256);
+    assert_eq!(size_of::<V4Rows>(), 32 << 20);
+    assert_eq!(size_of::<V4Chunks>(), V4_CHUNKS as usize * 256);
     assert_eq!(size_of::<TopEntry>(), 24);
     assert_eq!(size_of::<Attachment>(), 24);
     assert_eq!(

@@ -42,13 +42,13 @@ fn table_match(maps: &GuardMaps, list: List, addr: [u8; 4]) -> Match {
         List::Deny => (&maps.deny_v4_rows, &maps.deny_v4_chunks, &maps.deny_v4),
     };
     let row = rows
-        .get(&((u32::from(addr[0]) << 8) | u32::from(addr[1])), 0)
+        .get((u32::from(addr[0]) << 8) | u32::from(addr[1]))
         .unwrap();
     let s = row.slots[usize::from(addr[2])];
     if s <= slot::MAX_MATCH {
         Match::from(s)
     } else if s >= slot::CHUNK_BASE {
-        let chunk = chunks.get(&u32::from(s - slot::CHUNK_BASE), 0).unwrap();
+        let chunk = chunks.get(u32::from(s - slot::CHUNK_BASE)).unwrap();
         Match::from(chunk.matches[usize::from(addr[3])])
     } else {
         trie.get(&Key::new(32, addr), 0)
@@ -150,11 +150,16 @@ impl Live {
             (&maps.allow_v4_rows, &maps.allow_v4_owners),
             (&maps.deny_v4_rows, &maps.deny_v4_owners),
         ] {
-            for r in 0..V4_ROWS {
-                let row = rows.get(&r, 0).unwrap();
-                assert!(
-                    row.slots.iter().all(|s| *s == 0),
-                    "row {r} is not empty: {row:?}"
+            let memory = rows.mapped().unwrap();
+            // SAFETY: the mapping holds every row's u16 slots.
+            let slots: &[u16] = unsafe { memory.as_slice() };
+            assert_eq!(slots.len(), V4_ROWS as usize * 256);
+            if let Some(i) = slots.iter().position(|s| *s != 0) {
+                panic!(
+                    "row {} is not empty: slot {} holds {}",
+                    i / 256,
+                    i % 256,
+                    slots[i]
                 );
             }
             for c in 0..V4_CHUNKS {
@@ -406,7 +411,7 @@ fn beyond_the_chunks_the_trie_answers_exactly() {
     let trie_slots = |maps: &GuardMaps| -> Vec<u32> {
         let mut out = Vec::new();
         for r in 0x0a00..0x0b00u32 {
-            let row = maps.allow_v4_rows.get(&r, 0).unwrap();
+            let row = maps.allow_v4_rows.get(r).unwrap();
             for (s, v) in row.slots.iter().enumerate() {
                 if *v > slot::MAX_MATCH && *v < slot::CHUNK_BASE {
                     out.push((r << 8) | s as u32);
@@ -456,10 +461,10 @@ fn beyond_the_chunks_the_trie_answers_exactly() {
     );
     let third = trie_slots(&live.k.maps)[0];
     let (row, s) = (0x0a00u32, 5usize);
-    let mut r = live.k.maps.allow_v4_rows.get(&row, 0).unwrap();
+    let mut r = live.k.maps.allow_v4_rows.get(row).unwrap();
     assert!(r.slots[s] >= slot::CHUNK_BASE);
     r.slots[s] = slot::TRIE;
-    live.k.maps.allow_v4_rows.set(row, r, 0).unwrap();
+    live.k.maps.allow_v4_rows.set(row, &r).unwrap();
     live.add(
         List::Allow,
         &[Ipv4Net::new(Ipv4Addr::from((third << 8) | 0x80), 25).unwrap()],

@@ -32,7 +32,8 @@
 //! (an interrupted addition); by hand, `guard allow` again completes an addition, and `guard
 //! allow` then `guard revoke` a removal.
 //!
-//! The tables are `BPF_F_MMAPABLE` arrays, mapped into this process: the rows a change
+//! The tables are `BPF_F_MMAPABLE` arrays (the rows and the chunks one value each, the
+//! program's global data; the owners one `u64` per chunk), mapped into this process: the rows a change
 //! touches are read from memory, their new contents computed (nothing is written until all
 //! is computed, so a failure leaves the tables as they were), then stored slot by slot and
 //! byte by byte, only where they change. No system call per prefix or per row: loading
@@ -81,16 +82,19 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::maps::{Array, IterableMap as _, MapData};
-use guard_common::maps::{V4_CHUNKS, V4_ROWS, V4Chunk, V4Row, slot};
+use guard_common::maps::{V4_CHUNKS, V4_ROWS, slot};
 use ipnet::Ipv4Net;
 
 use super::{TrieV4, trie_lookup};
-use crate::sys::{self, MappedArray};
+use crate::{
+    maps::{V4ChunksMap, V4RowsMap},
+    sys::{self, MappedArray},
+};
 
 /// One list's IPv4 maps.
 pub(super) struct Tables<'a> {
-    pub rows: &'a Array<MapData, V4Row>,
-    pub chunks: &'a Array<MapData, V4Chunk>,
+    pub rows: &'a V4RowsMap,
+    pub chunks: &'a V4ChunksMap,
     pub owners: &'a Array<MapData, u64>,
     pub trie: &'a mut TrieV4,
 }
@@ -104,25 +108,18 @@ struct Mapped {
 
 impl Mapped {
     fn new(t: &Tables<'_>) -> anyhow::Result<Self> {
-        fn map<V: aya::Pod>(
-            a: &Array<MapData, V>,
-            entries: u32,
-            what: &str,
-        ) -> anyhow::Result<MappedArray> {
-            if a.len() != entries {
-                bail!(
-                    "the IPv4 {what} map holds {} entries, not {entries}",
-                    a.len()
-                );
-            }
-            let len = entries as usize * size_of::<V>().next_multiple_of(8);
-            MappedArray::new(a.map().fd().as_fd(), len)
-                .with_context(|| format!("mapping the IPv4 {what} into memory"))
+        if t.owners.len() != V4_CHUNKS {
+            bail!(
+                "the IPv4 chunk owners map holds {} entries, not {V4_CHUNKS}",
+                t.owners.len()
+            );
         }
+        let owners = MappedArray::new(t.owners.map().fd().as_fd(), V4_CHUNKS as usize * 8)
+            .context("mapping the IPv4 chunk owners into memory")?;
         Ok(Self {
-            rows: map(t.rows, V4_ROWS, "rows")?,
-            chunks: map(t.chunks, V4_CHUNKS, "chunks")?,
-            owners: map(t.owners, V4_CHUNKS, "chunk owners")?,
+            rows: t.rows.mapped()?,
+            chunks: t.chunks.mapped()?,
+            owners,
         })
     }
 

@@ -135,10 +135,6 @@ pub mod asm {
     pub fn lsh_imm(dst: u8, imm: i32) -> Insn {
         insn(0x67, dst, 0, 0, imm)
     }
-    /// `dst = be16(dst)`: the low 16 bits byte-swapped (on a little-endian host), zero-extended.
-    pub fn be16(dst: u8) -> Insn {
-        insn(0xdc, dst, 0, 0, 16)
-    }
     /// `dst >>= imm` (64-bit, logical).
     pub fn rsh_imm(dst: u8, imm: i32) -> Insn {
         insn(0x77, dst, 0, 0, imm)
@@ -195,6 +191,11 @@ pub mod asm {
     pub fn ld_map_fd(dst: u8, fd: i32) -> [Insn; 2] {
         // BPF_LD | BPF_DW | BPF_IMM with src = BPF_PSEUDO_MAP_FD.
         [insn(0x18, dst, 1, 0, fd), insn(0, 0, 0, 0, 0)]
+    }
+    /// `dst = &value` of a one-entry array map (by fd), plus `off`: two instruction slots.
+    pub fn ld_map_value(dst: u8, fd: i32, off: i32) -> [Insn; 2] {
+        // BPF_LD | BPF_DW | BPF_IMM with src = BPF_PSEUDO_MAP_VALUE.
+        [insn(0x18, dst, 2, 0, fd), insn(0, 0, 0, 0, off)]
     }
     /// `call helper`.
     pub fn call(helper: i32) -> Insn {
@@ -283,9 +284,9 @@ pub fn spoofing_tx(base: [u8; 4]) -> Vec<asm::Insn> {
 /// The maps the reference program reads and writes, by fd.
 #[derive(Clone, Copy, Debug)]
 pub struct ReferenceMaps {
-    /// guard's IPv4 allowlist rows (`GUARD_A4_L24`).
+    /// guard's IPv4 allowlist rows (`GUARD_A4_L24`, one value: the whole table).
     pub rows: i32,
-    /// guard's IPv4 allowlist chunks (`GUARD_A4_L32`).
+    /// guard's IPv4 allowlist chunks (`GUARD_A4_L32`, one value: every chunk).
     pub chunks: i32,
     /// A per-CPU array of `u64`, at least 3 entries: the reference's counters.
     pub counters: i32,
@@ -293,8 +294,8 @@ pub struct ReferenceMaps {
 
 /// The least work the per-packet targets ask of any guard, hand-assembled: parse an untagged
 /// Ethernet + IPv4 (IHL 5, not a fragment) + UDP frame, test the destination port against
-/// 11211, look the source up in guard's own direct tables (its row, then the /24's chunk when
-/// the row points to one), count the verdict in a per-CPU array (packets only, no interface),
+/// 11211, look the source up in guard's own direct tables, addressed directly as guard does
+/// (its row, then the /24's chunk when the row points to one), count the verdict in a per-CPU array (packets only, no interface),
 /// and drop or pass. Every other frame, and a /24 that guard marked for its trie, passes
 /// unjudged. No denylist, policy, dry-run, byte counts, interfaces or top talkers: this is a
 /// lower bound for guard's own dropped and allowlisted paths, not a guard.
@@ -308,6 +309,7 @@ pub fn reference(maps: ReferenceMaps) -> Vec<asm::Insn> {
     }
     use Op::{I, J, L};
     let map = |dst: u8, fd: i32| ld_map_fd(dst, fd).map(I);
+    let value = |dst: u8, fd: i32| ld_map_value(dst, fd, 0).map(I);
     let port = i32::from(u16::from_le_bytes(11211u16.to_be_bytes()));
     let mut ops = vec![
         I(ldx_w(6, 1, 0)), // r6 = data
@@ -323,16 +325,15 @@ pub fn reference(maps: ReferenceMaps) -> Vec<asm::Insn> {
         J(jne_imm(2, 0x1100_0000, 0), "pass"),
         I(ldx_h(2, 6, 36)), // destination port, wire order
         J(jne_imm(2, port, 0), "pass"),
-        I(ldx_h(2, 6, 26)), // the source's first two bytes: the row
-        I(be16(2)),
-        I(stx_w(10, 2, -4)),
-        I(mov(2, 10)),
-        I(add_imm(2, -4)),
+        I(ldx_b(2, 6, 26)), // the source's first two bytes: the row, 512 bytes a row
+        I(lsh_imm(2, 17)),
+        I(ldx_b(3, 6, 27)),
+        I(lsh_imm(3, 9)),
+        I(add(2, 3)),
     ];
-    ops.extend(map(1, maps.rows));
+    ops.extend(value(0, maps.rows));
     ops.extend([
-        I(call(HELPER_MAP_LOOKUP_ELEM)),
-        J(jeq_imm(0, 0, 0), "pass"),
+        I(add(0, 2)),
         I(ldx_b(2, 6, 28)), // third byte: the slot
         I(lsh_imm(2, 1)),
         I(add(0, 2)),
@@ -341,15 +342,12 @@ pub fn reference(maps: ReferenceMaps) -> Vec<asm::Insn> {
         J(jgt_imm(8, 33, 0), "pass"), // marked for the trie: not modelled
         J(ja(0), "decide"),
         L("chunk"),
-        I(add_imm(8, -256)),
-        I(stx_w(10, 8, -4)),
-        I(mov(2, 10)),
-        I(add_imm(2, -4)),
+        I(lsh_imm(8, 8)), // 256 bytes a chunk, from slot 256 on
     ]);
-    ops.extend(map(1, maps.chunks));
+    ops.extend(value(0, maps.chunks));
     ops.extend([
-        I(call(HELPER_MAP_LOOKUP_ELEM)),
-        J(jeq_imm(0, 0, 0), "pass"),
+        I(add(0, 8)),
+        I(add_imm(0, -256 * 256)),
         I(ldx_b(2, 6, 29)), // last byte: the address's match
         I(add(0, 2)),
         I(ldx_b(8, 0, 0)),
