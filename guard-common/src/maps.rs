@@ -206,6 +206,8 @@ unsafe impl aya::Pod for Attachment {}
 
 const _: () = assert!(size_of::<V4Rows>() == V4_ROWS_BYTES as usize);
 const _: () = assert!(size_of::<V4Chunks>() == V4_CHUNKS_BYTES as usize);
-// Every chunk index fits a slot, and a slot cannot be both a `Match` and a chunk.
-const _: () = assert!(slot::CHUNK_BASE as u32 + V4_CHUNKS - 1 <= u16::MAX as u32);
+// Every chunk index fits a slot, and every slot from the base on names a chunk (the program
+// relies on it: it reads a chunk without a bounds check), and a slot cannot be both a `Match`
+// and a chunk.
+const _: () = assert!(slot::CHUNK_BASE as u32 + V4_CHUNKS - 1 == u16::MAX as u32);
 const _: () = assert!(slot::MAX_MATCH < slot::TRIE && slot::TRIE < slot::CHUNK_BASE);

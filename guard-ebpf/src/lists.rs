@@ -121,9 +121,9 @@ fn lookup_v4(
     if slot >= slot::CHUNK_BASE {
         // In 64 bits: no mask back to 16 after the subtraction.
         let chunk = usize::from(slot) - usize::from(slot::CHUNK_BASE);
-        // SAFETY: a u16 slot from the base on is below the base plus `V4_CHUNKS` (asserted
-        // where the constants are defined), so the index is in bounds; the verifier checks
-        // the access again from the slot's range.
+        // SAFETY: the base plus `V4_CHUNKS` is 65,536 (asserted where the constants are
+        // defined), so any u16 slot from the base on names a chunk; the verifier checks the
+        // access again from the slot's range.
         unsafe { core::hint::assert_unchecked(chunk < V4_CHUNKS as usize) };
         return Match::from(chunks[chunk].matches[usize::from(addr[3])]);
     } else if slot <= slot::MAX_MATCH {

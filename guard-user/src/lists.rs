@@ -538,6 +538,23 @@ pub fn entries(maps: &GuardMaps, list: List) -> anyhow::Result<Vec<IpNet>> {
     Ok(out.into_iter().collect())
 }
 
+/// Rebuilds `list`'s IPv4 direct tables from its trie, the set of record: every slot, chunk
+/// and owner cleared, then every prefix written again. For a load over pinned maps, which
+/// clears the tables (see `loader`): no program may be using them meanwhile.
+pub fn rebuild_v4_tables(maps: &mut GuardMaps, list: List) -> anyhow::Result<()> {
+    let nets: Vec<Ipv4Net> = entries(maps, list)?
+        .into_iter()
+        .filter_map(|net| match net {
+            IpNet::V4(net) => Some(net),
+            IpNet::V6(_) => None,
+        })
+        .collect();
+    let mut m = list_maps(maps, list);
+    direct::clear(&m.v4)?;
+    direct::apply(&mut m.v4, direct::Change::Add, &nets)
+        .with_context(|| format!("rebuilding the IPv4 {}'s tables", list.name()))
+}
+
 /// The number of IPv4 and IPv6 prefixes on `list`.
 pub fn sizes(maps: &GuardMaps, list: List) -> (usize, usize) {
     let (v4, v6) = tries_ref(maps, list);

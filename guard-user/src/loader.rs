@@ -4,8 +4,11 @@
 //! create their maps without `BPF_F_MMAPABLE`, and user space changes the tables through a
 //! mapping, so guard creates those maps itself, pins them, and points the loader at the pins
 //! (`map_pin_path`), the way existing pins are reused. The loader then writes each section's
-//! initial value, zeroes, into its map: a table that was already pinned is saved before the
-//! load and written back after it.
+//! initial value, zeroes, into its map, pinned before or not. So a load over pinned maps (a
+//! first attach that was interrupted before it pinned the program) rebuilds the tables from
+//! the tries, the lists' set of record, before it returns: a load interrupted in between
+//! leaves tables that the next load rebuilds again. A program must not be running on those
+//! maps meanwhile; guard's own runs only once its pin exists, and then nothing loads again.
 
 use std::{
     os::fd::AsFd as _,
@@ -14,17 +17,18 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::{Ebpf, EbpfLoader, maps::MapData, programs::Xdp};
+use aya::{Ebpf, EbpfLoader, programs::Xdp};
 use guard_common::maps::{
-    PREFIX_BUCKETS, PREFIX_BUCKETS_DEFAULT, PROGRAM, SOURCE_BUCKETS, SOURCE_BUCKETS_DEFAULT,
-    TOP_TALKERS, TOP_TALKERS_DEFAULT, V4_TABLE_SECTIONS, object_name,
+    ALLOW_V4, DENY_V4, PREFIX_BUCKETS, PREFIX_BUCKETS_DEFAULT, PROGRAM, SOURCE_BUCKETS,
+    SOURCE_BUCKETS_DEFAULT, TOP_TALKERS, TOP_TALKERS_DEFAULT, V4_TABLE_SECTIONS, object_name,
 };
 
 use crate::{
-    maps::MAP_NAMES,
+    lists::{self, List},
+    maps::{GuardMaps, MAP_NAMES},
     object::OBJECT,
     pins::{self, PinLayout},
-    sys::{self, MappedArray},
+    sys,
 };
 
 /// Capacities of the maps whose size is chosen at load time.
@@ -76,12 +80,13 @@ fn sized(sizes: &MapSizes) -> EbpfLoader<'static> {
 /// ones created with `sizes`), and loads the program into the kernel. The program itself is
 /// not pinned.
 pub fn load_pinned(layout: &PinLayout, sizes: &MapSizes) -> anyhow::Result<Ebpf> {
-    let mut saved = Vec::new();
+    // The tries are the lists' record: pinned already, they hold lists to rebuild.
+    let reused = [ALLOW_V4, DENY_V4]
+        .iter()
+        .any(|name| layout.map(name).exists());
     for (pin, _, bytes) in V4_TABLE_SECTIONS {
         let path = layout.map(pin);
-        if path.exists() {
-            saved.push((SavedTable::read(&path)?, path));
-        } else {
+        if !path.exists() {
             create_table(pin, bytes, &path)?;
         }
     }
@@ -93,12 +98,13 @@ pub fn load_pinned(layout: &PinLayout, sizes: &MapSizes) -> anyhow::Result<Ebpf>
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
-    let loaded = loader.load(OBJECT).context("loading guard's BPF object");
-    // Written back whether or not the load went through: the loader may have zeroed them.
-    for (table, path) in &saved {
-        table.write_back(path)?;
+    let mut ebpf = loader.load(OBJECT).context("loading guard's BPF object")?;
+    if reused {
+        let mut maps = GuardMaps::open(layout)?;
+        for list in [List::Allow, List::Deny] {
+            lists::rebuild_v4_tables(&mut maps, list)?;
+        }
     }
-    let mut ebpf = loaded?;
     program(&mut ebpf)?
         .load()
         .context("loading the XDP program (verifier)")?;
@@ -112,46 +118,6 @@ fn create_table(name: &str, bytes: u32, path: &Path) -> anyhow::Result<()> {
     sys::obj_pin(fd.as_fd(), path).with_context(|| format!("pinning {}", path.display()))
 }
 
-/// The non-zero pages of a pinned IPv4 table.
-struct SavedTable {
-    pages: Vec<(usize, Box<[u8]>)>,
-}
-
-impl SavedTable {
-    const PAGE: usize = 4096;
-
-    fn mapped(path: &Path) -> anyhow::Result<MappedArray> {
-        let map = MapData::from_pin(path).with_context(|| format!("opening {}", path.display()))?;
-        let bytes = map.info()?.value_size() as usize;
-        MappedArray::new(map.fd().as_fd(), bytes)
-            .with_context(|| format!("mapping {} into memory", path.display()))
-    }
-
-    fn read(path: &Path) -> anyhow::Result<Self> {
-        let memory = Self::mapped(path)?;
-        // SAFETY: the mapping's bytes; no program uses the table while guard is not loaded.
-        let bytes: &[u8] = unsafe { memory.as_slice() };
-        let pages = bytes
-            .chunks(Self::PAGE)
-            .enumerate()
-            .filter(|(_, page)| page.iter().any(|b| *b != 0))
-            .map(|(i, page)| (i * Self::PAGE, Box::from(page)))
-            .collect();
-        Ok(Self { pages })
-    }
-
-    fn write_back(&self, path: &Path) -> anyhow::Result<()> {
-        let memory = Self::mapped(path)?;
-        for (at, page) in &self.pages {
-            // SAFETY: `at` and the page's length lie inside the mapping, which is writable.
-            unsafe {
-                std::ptr::copy_nonoverlapping(page.as_ptr(), memory.as_ptr().add(*at), page.len())
-            };
-        }
-        Ok(())
-    }
-}
-
 /// Loads the object with private, unpinned maps, and loads the program: for tests and
 /// benchmarks that must not touch the host's guard.
 pub fn load_unpinned(sizes: &MapSizes) -> anyhow::Result<Ebpf> {
@@ -163,15 +129,19 @@ pub fn load_unpinned(sizes: &MapSizes) -> anyhow::Result<Ebpf> {
 pub fn load_unpinned_object(object: &[u8], sizes: &MapSizes) -> anyhow::Result<Ebpf> {
     // The tables' maps are handed over by pin (see the module's doc): pinned in a directory
     // of this call's own, removed as soon as the object holds them. (bpffs refuses names
-    // with a dot.)
+    // with a dot.) Directories left by a process that died meanwhile are removed first.
     static CALLS: AtomicU32 = AtomicU32::new(0);
-    let dir = PathBuf::from(format!(
-        "{}/guard-load-{}-{}",
-        pins::BPFFS_MOUNT,
+    let root = Path::new(pins::BPFFS_MOUNT);
+    pins::ensure_bpffs(&root.join(TEMP_PINS))?;
+    TempPins::sweep(root);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = root.join(format!(
+        "{TEMP_PINS}-{}-{}-{nanos}",
         std::process::id(),
         CALLS.fetch_add(1, Ordering::Relaxed)
     ));
-    pins::ensure_bpffs(&dir)?;
     let pinned = TempPins::new(dir)?;
     let mut loader = sized(sizes);
     let mut paths = Vec::new();
@@ -192,6 +162,9 @@ pub fn load_unpinned_object(object: &[u8], sizes: &MapSizes) -> anyhow::Result<E
     Ok(ebpf)
 }
 
+/// The name of an unpinned load's directory of temporary pins, before `-PID-N-NANOS`.
+const TEMP_PINS: &str = "guard-load";
+
 /// A directory of temporary pins, removed with them when dropped.
 struct TempPins(PathBuf);
 
@@ -199,6 +172,30 @@ impl TempPins {
     fn new(dir: PathBuf) -> anyhow::Result<Self> {
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Self(dir))
+    }
+
+    /// Removes the directories under `root` of loads whose process is gone (killed during
+    /// the load): their pins hold 97 MiB of tables each.
+    fn sweep(root: &Path) {
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(rest) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(TEMP_PINS))
+                .and_then(|n| n.strip_prefix('-'))
+            else {
+                continue;
+            };
+            let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                drop(Self(entry.path()));
+            }
+        }
     }
 }
 

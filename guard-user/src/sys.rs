@@ -326,6 +326,16 @@ impl MappedArray {
         self.ptr.as_ptr()
     }
 
+    /// Its length, bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Never empty (mmap refuses a length of 0).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// The mapping as a slice of `T` (an atomic type: the kernel reads it concurrently).
     ///
     /// # Safety

@@ -119,7 +119,8 @@ fn list_round_trips_edge_prefixes() {
 
 /// A guard loaded again over maps left pinned (a first attach interrupted before it pinned
 /// its program) keeps the allowlist: in its trie, and in its direct tables, which are the
-/// program's global data and which the loader writes its zeroes into.
+/// program's global data, which the loader clears and rebuilds from the trie. Also when a
+/// load was interrupted after clearing them, before rebuilding them.
 #[test]
 fn loading_over_pinned_maps_keeps_the_tables() {
     if !require_privileges("loading_over_pinned_maps_keeps_the_tables") {
@@ -138,6 +139,7 @@ fn loading_over_pinned_maps_keeps_the_tables() {
     }
     layout.prepare().expect("pin layout");
     let _unload = Unload(&layout);
+    let allowed = nets(&["10.1.2.3/32", "10.9.0.0/16"]);
     let sources = [
         ([10, 1, 2, 3], XDP_PASS),
         ([10, 9, 200, 1], XDP_PASS),
@@ -147,24 +149,46 @@ fn loading_over_pinned_maps_keeps_the_tables() {
         let mut ebpf = loader::load_pinned(&layout, &MapSizes::default()).expect("load");
         let mut maps = GuardMaps::take(&mut ebpf).expect("maps");
         maps.write_config(&table_config()).expect("config");
-        allowlist::allow(&mut maps, &nets(&["10.1.2.3/32", "10.9.0.0/16"])).expect("allow");
+        allowlist::allow(&mut maps, &allowed).expect("allow");
         for (source, expected) in sources {
             assert_eq!(action(&mut ebpf, source), expected, "{source:?}");
         }
     }
-    let mut ebpf = loader::load_pinned(&layout, &MapSizes::default()).expect("load again");
-    let mut maps = GuardMaps::take(&mut ebpf).expect("maps");
-    // The config is global data too; `guard attach` writes it after every load.
-    maps.write_config(&table_config()).expect("config");
-    assert_eq!(
-        allowlist::list(&maps).unwrap(),
-        nets(&["10.1.2.3/32", "10.9.0.0/16"])
-    );
-    for (source, expected) in sources {
-        assert_eq!(
-            action(&mut ebpf, source),
-            expected,
-            "{source:?} after the reload"
-        );
+    for round in ["a reload", "a reload over cleared tables"] {
+        if round == "a reload over cleared tables" {
+            let maps = GuardMaps::open(&layout).expect("pinned maps");
+            let rows = maps.allow_v4_rows.mapped().expect("rows");
+            // SAFETY: the mapping is writable and that long; no program runs on it.
+            unsafe { std::ptr::write_bytes(rows.as_ptr(), 0, rows.len()) };
+        }
+        let mut ebpf = loader::load_pinned(&layout, &MapSizes::default()).expect("load again");
+        let mut maps = GuardMaps::take(&mut ebpf).expect("maps");
+        // The config is global data too; `guard attach` writes it after every load.
+        maps.write_config(&table_config()).expect("config");
+        assert_eq!(allowlist::list(&maps).unwrap(), allowed, "{round}");
+        for (source, expected) in sources {
+            assert_eq!(
+                action(&mut ebpf, source),
+                expected,
+                "{source:?} after {round}"
+            );
+        }
     }
+}
+
+/// Unpinned loads pin the tables' maps for the length of the load only.
+#[test]
+fn unpinned_loads_leave_no_pins() {
+    if !require_privileges("unpinned_loads_leave_no_pins") {
+        return;
+    }
+    let (_ebpf, _maps) = fresh();
+    let ours = format!("guard-load-{}-", std::process::id());
+    let left: Vec<String> = std::fs::read_dir("/sys/fs/bpf")
+        .expect("bpffs")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&ours))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -26,6 +26,7 @@ use guard_user::{
     lists::{self, List},
     loader::MapSizes,
     maps::GuardMaps,
+    sys::MappedArray,
 };
 use ipnet::{IpNet, Ipv4Net};
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
@@ -34,22 +35,49 @@ fn net(s: &str) -> Ipv4Net {
     s.parse().unwrap()
 }
 
+/// One list's direct tables, mapped into this process.
+struct Tables {
+    rows: MappedArray,
+    chunks: MappedArray,
+}
+
+impl Tables {
+    fn of(maps: &GuardMaps, list: List) -> Self {
+        let (rows, chunks) = match list {
+            List::Allow => (&maps.allow_v4_rows, &maps.allow_v4_chunks),
+            List::Deny => (&maps.deny_v4_rows, &maps.deny_v4_chunks),
+        };
+        Self {
+            rows: rows.mapped().unwrap(),
+            chunks: chunks.mapped().unwrap(),
+        }
+    }
+
+    fn slot(&self, addr: [u8; 4]) -> u16 {
+        // SAFETY: the rows' u16 slots, 256 a row; the program may not write them.
+        let slots: &[u16] = unsafe { self.rows.as_slice() };
+        slots[(usize::from(addr[0]) << 16) | (usize::from(addr[1]) << 8) | usize::from(addr[2])]
+    }
+
+    fn byte(&self, chunk: u16, last: u8) -> u8 {
+        // SAFETY: the chunks' bytes, 256 a chunk.
+        let bytes: &[u8] = unsafe { self.chunks.as_slice() };
+        bytes[usize::from(chunk) * 256 + usize::from(last)]
+    }
+}
+
 /// The `Match` the program would find for `addr` in one list's tables (or its trie, for a
 /// /24 left to it).
-fn table_match(maps: &GuardMaps, list: List, addr: [u8; 4]) -> Match {
-    let (rows, chunks, trie) = match list {
-        List::Allow => (&maps.allow_v4_rows, &maps.allow_v4_chunks, &maps.allow_v4),
-        List::Deny => (&maps.deny_v4_rows, &maps.deny_v4_chunks, &maps.deny_v4),
+fn table_match(maps: &GuardMaps, tables: &Tables, list: List, addr: [u8; 4]) -> Match {
+    let trie = match list {
+        List::Allow => &maps.allow_v4,
+        List::Deny => &maps.deny_v4,
     };
-    let row = rows
-        .get((u32::from(addr[0]) << 8) | u32::from(addr[1]))
-        .unwrap();
-    let s = row.slots[usize::from(addr[2])];
+    let s = tables.slot(addr);
     if s <= slot::MAX_MATCH {
         Match::from(s)
     } else if s >= slot::CHUNK_BASE {
-        let chunk = chunks.get(u32::from(s - slot::CHUNK_BASE)).unwrap();
-        Match::from(chunk.matches[usize::from(addr[3])])
+        Match::from(tables.byte(s - slot::CHUNK_BASE, addr[3]))
     } else {
         trie.get(&Key::new(32, addr), 0)
             .map_or(0, |e| matched(e.prefix_len))
@@ -104,12 +132,15 @@ impl Live {
     fn check(&mut self, step: &str, probes: &[[u8; 4]], kernel: usize) {
         let host = self.host();
         let mut wrong = Vec::new();
+        let allow = Tables::of(&self.k.maps, List::Allow);
+        let deny = Tables::of(&self.k.maps, List::Deny);
         for addr in probes {
             for (list, want) in [
                 (List::Allow, host.allow_v4(addr)),
                 (List::Deny, host.deny_v4(addr)),
             ] {
-                let got = table_match(&self.k.maps, list, *addr);
+                let tables = if list == List::Allow { &allow } else { &deny };
+                let got = table_match(&self.k.maps, tables, list, *addr);
                 if got != want {
                     wrong.push(format!(
                         "{}: {} match {got}, host model {want}",

@@ -251,6 +251,17 @@ struct Context<'t, 'a> {
     plan: Plan,
 }
 
+/// Clears the tables: every slot 0 (no prefix), every chunk zero and free. Only while no
+/// program uses them: a source's answer is wrong until they are filled again.
+pub(super) fn clear(tables: &Tables<'_>) -> anyhow::Result<()> {
+    let mapped = Mapped::new(tables)?;
+    for memory in [&mapped.rows, &mapped.chunks, &mapped.owners] {
+        // SAFETY: the mapping is writable and `len` bytes long.
+        unsafe { std::ptr::write_bytes(memory.as_ptr(), 0, memory.len()) };
+    }
+    Ok(())
+}
+
 /// Applies a change to the tables: the trie must already hold the new list. `nets` are the
 /// prefixes added (or re-added) or removed.
 pub(super) fn apply(
