@@ -51,11 +51,6 @@ impl<E: Pod> V4Table<E> {
         })
     }
 
-    /// Its map.
-    pub fn map(&self) -> &MapData {
-        &self.map
-    }
-
     /// Number of entries (rows or chunks).
     pub fn len(&self) -> u32 {
         self.len
